@@ -1,0 +1,111 @@
+"""Fixtures that run one contract suite against every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from sqlalchemy import URL, Engine, event, text
+from sqlalchemy.orm import Session
+
+import userstore
+from tests.databases import BACKENDS, throwaway_database
+from tests.schema import create_schema
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The name of the backend under test: sqlite, postgresql or mariadb."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
+    """A database shared by the tests of one backend, with the users schema."""
+    with throwaway_database(backend, tmp_path_factory.mktemp(backend)) as url:
+        engine = userstore.create_engine(url)
+        try:
+            create_schema(engine)
+        finally:
+            engine.dispose()
+        yield url
+
+
+@pytest.fixture
+def fresh_database_url(backend: str, tmp_path: Path) -> Iterator[URL]:
+    """An empty database of its own, for tests that create the schema themselves."""
+    with throwaway_database(backend, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: URL) -> Iterator[Engine]:
+    """A userstore engine on the shared database of the backend under test."""
+    engine = userstore.create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def plain_engine(database_url: URL) -> Iterator[Engine]:
+    """A plain SQLAlchemy engine, for checking stored rows without userstore's code."""
+    engine = sqlalchemy.create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def empty_table(plain_engine: Engine) -> None:
+    """Start the test with no users stored."""
+    with plain_engine.begin() as connection:
+        connection.execute(text("DELETE FROM users"))
+
+
+@pytest.fixture
+def session(engine: Engine, empty_table: None) -> Iterator[Session]:
+    """A session from userstore's factory, closed after the test."""
+    with userstore.create_session_factory(engine)() as session:
+        yield session
+
+
+@pytest.fixture
+def repo(session: Session) -> userstore.UserRepository:
+    """The repository under test, on an empty table."""
+    return userstore.UserRepository(session)
+
+
+@pytest.fixture
+def stored(plain_engine: Engine) -> Callable[[], list[tuple[str, int | None]]]:
+    """Return a function that reads (name, number) rows with plain SQL, in name order."""
+
+    def read() -> list[tuple[str, int | None]]:
+        with plain_engine.connect() as connection:
+            rows = connection.execute(text("SELECT name, number FROM users"))
+            return sorted((row.name, row.number) for row in rows)
+
+    return read
+
+
+class StatementLog:
+    """The SQL statements an engine sent, in order."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def clear(self) -> None:
+        self.statements.clear()
+
+
+@pytest.fixture
+def sent_sql(engine: Engine) -> Iterator[StatementLog]:
+    """Record every statement the engine sends to the driver during the test."""
+    log = StatementLog()
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        log.statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield log
+    event.remove(engine, "before_cursor_execute", record)

@@ -1,0 +1,83 @@
+"""Throwaway test databases on SQLite, PostgreSQL and MariaDB.
+
+Server databases are created with a deliberately unhelpful default collation
+(case-insensitive on MariaDB, ICU linguistic order on PostgreSQL), so a test
+passes only if userstore's schema pins its own collation.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+import pytest
+import sqlalchemy
+from sqlalchemy import URL, make_url
+
+BACKENDS: Final = ("sqlite", "postgresql", "mariadb")
+SERVER_URLS: Final = {
+    "postgresql": os.environ.get(
+        "USERSTORE_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    ),
+    "mariadb": os.environ.get(
+        "USERSTORE_TEST_MARIADB_URL", "mariadb+pymysql://root@127.0.0.1:3306/test"
+    ),
+}
+_CREATE: Final = {
+    "postgresql": (
+        "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' "
+        "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+    ),
+    "mariadb": "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci",
+}
+_DROP: Final = {
+    "postgresql": "DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+    "mariadb": "DROP DATABASE IF EXISTS {name}",
+}
+
+
+def required_backends() -> set[str]:
+    """Backends named in ``USERSTORE_REQUIRE_BACKENDS``: missing ones fail, not skip."""
+    value = os.environ.get("USERSTORE_REQUIRE_BACKENDS", "")
+    names = {part.strip() for part in value.split(",") if part.strip()}
+    return set(BACKENDS) if "all" in names else names
+
+
+def _admin_engine(backend: str) -> sqlalchemy.Engine:
+    url = make_url(SERVER_URLS[backend])
+    connect_args = {"connect_timeout": 5}
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args)
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.OperationalError as exc:
+        engine.dispose()
+        reason = f"{backend} server at {url.render_as_string()} is not reachable: {exc.orig}"
+        if backend in required_backends():
+            pytest.fail(f"{reason} (USERSTORE_REQUIRE_BACKENDS requires it)")
+        pytest.skip(reason)
+    return engine
+
+
+@contextmanager
+def throwaway_database(backend: str, tmp_path: Path) -> Iterator[URL]:
+    """Create an empty database on ``backend``, yield its URL, drop it afterwards."""
+    name = f"userstore_test_{uuid.uuid4().hex[:12]}"
+    if backend == "sqlite":
+        yield make_url(f"sqlite:///{tmp_path / name}.db")
+        return
+    admin = _admin_engine(backend)
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(_CREATE[backend].format(name=name))
+        try:
+            yield make_url(SERVER_URLS[backend]).set(database=name)
+        finally:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(_DROP[backend].format(name=name))
+    finally:
+        admin.dispose()

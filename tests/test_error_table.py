@@ -1,0 +1,56 @@
+"""The error-mapping table, fed real driver exception classes (no database needed)."""
+
+from __future__ import annotations
+
+import psycopg
+import pymysql
+import pytest
+from sqlalchemy import exc as sa_exc
+
+from userstore import DatabaseError, DuplicateUserError, TransientDatabaseError
+from userstore.db_errors import ERROR_RULES, ErrorRule, classify
+
+
+def _wrapped(rule: ErrorRule) -> sa_exc.DBAPIError:
+    if rule.backend == "postgresql":
+        orig: Exception = psycopg.errors.lookup(str(rule.code))()
+    elif rule.backend == "mariadb":
+        orig = pymysql.err.OperationalError(rule.code, rule.meaning)
+    else:
+        orig = _sqlite_error(str(rule.code))
+    return rule.sqlalchemy_class("SQL", {}, orig)
+
+
+def _sqlite_error(name: str) -> Exception:
+    class FakeSqliteError(Exception):
+        sqlite_errorname = name
+
+    return FakeSqliteError(name)
+
+
+@pytest.mark.parametrize("rule", ERROR_RULES, ids=lambda r: f"{r.backend}-{r.code}")
+def test_each_rule_maps_its_class_and_code(rule: ErrorRule):
+    dialect = {"postgresql": "postgresql", "mariadb": "mysql", "sqlite": "sqlite"}[rule.backend]
+    assert classify(_wrapped(rule), dialect) is rule.maps_to
+
+
+def test_pymysql_errors_are_matched_by_error_number_not_by_their_generic_sqlstate():
+    orig = pymysql.err.IntegrityError(1062, "Duplicate entry", sqlstate="23000")
+    assert classify(sa_exc.IntegrityError("SQL", {}, orig), "mariadb") is DuplicateUserError
+    other = pymysql.err.IntegrityError(1452, "foreign key", sqlstate="23000")
+    assert classify(sa_exc.IntegrityError("SQL", {}, other), "mariadb") is DatabaseError
+
+
+def test_a_known_code_under_an_unexpected_class_is_not_trusted():
+    orig = psycopg.errors.lookup("23505")()
+    assert classify(sa_exc.OperationalError("SQL", {}, orig), "postgresql") is DatabaseError
+
+
+def test_an_invalidated_connection_is_transient_whatever_its_code():
+    error = sa_exc.OperationalError("SQL", {}, Exception("gone"), connection_invalidated=True)
+    assert classify(error, "postgresql") is TransientDatabaseError
+
+
+def test_a_pool_timeout_is_transient_and_other_errors_are_plain_database_errors():
+    assert classify(sa_exc.TimeoutError(), "sqlite") is TransientDatabaseError
+    assert classify(sa_exc.InvalidRequestError("bad"), "sqlite") is DatabaseError

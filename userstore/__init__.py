@@ -1,0 +1,34 @@
+"""userstore: keep an app's users in SQLite, PostgreSQL or MariaDB.
+
+A typed repository over SQLAlchemy 2. Build an engine with
+:func:`create_engine`, sessions with :func:`create_session_factory`, and work
+through :class:`UserRepository`. Every error derives from
+:class:`UserStoreError`.
+"""
+
+from userstore.engine import create_engine, create_session_factory
+from userstore.errors import (
+    DatabaseError,
+    DuplicateUserError,
+    InvalidUserError,
+    SchemaOutOfDateError,
+    TransientDatabaseError,
+    UserNotFoundError,
+    UserStoreError,
+)
+from userstore.models import User
+from userstore.repository import UserRepository
+
+__all__ = [
+    "DatabaseError",
+    "DuplicateUserError",
+    "InvalidUserError",
+    "SchemaOutOfDateError",
+    "TransientDatabaseError",
+    "User",
+    "UserNotFoundError",
+    "UserRepository",
+    "UserStoreError",
+    "create_engine",
+    "create_session_factory",
+]

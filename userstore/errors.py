@@ -1,0 +1,79 @@
+"""The one exception hierarchy of userstore.
+
+Every error the library raises derives from :class:`UserStoreError`, so an app can
+catch ours without importing SQLAlchemy or a database driver. How database errors
+are mapped onto these classes lives in :mod:`userstore.db_errors`.
+"""
+
+from __future__ import annotations
+
+
+class UserStoreError(Exception):
+    """Root of every error raised by userstore."""
+
+
+class InvalidUserError(UserStoreError, ValueError):
+    """An argument failed validation; raised before any SQL is sent.
+
+    The message says what was wrong and what was received, for example
+    ``name must be at most 255 characters, got 300``.
+    """
+
+
+class UserNotFoundError(UserStoreError, LookupError):
+    """No user has the given name.
+
+    Attributes:
+        name: The name that was looked up.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no user named {name!r}")
+        self.name = name
+
+
+class DuplicateUserError(UserStoreError):
+    """A user with this name already exists; the unit of work was rolled back.
+
+    Attributes:
+        name: The name that is taken.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a user named {name!r} already exists; the unit of work was rolled back")
+        self.name = name
+
+
+class DatabaseError(UserStoreError):
+    """The database failed the unit of work for a reason that retrying will not fix.
+
+    The unit of work has been rolled back and the repository is usable again.
+    The original driver exception is chained as ``__cause__``.
+    """
+
+
+class TransientDatabaseError(DatabaseError):
+    """A failure that a retry of the whole unit of work may get past.
+
+    Serialization failures, deadlocks, lock timeouts, a busy SQLite database and
+    lost or killed connections all land here. The unit of work has been rolled
+    back; the app may redo it from the start.
+    """
+
+
+class SchemaOutOfDateError(UserStoreError):
+    """The database schema is not at the revision this code expects.
+
+    Attributes:
+        database_revision: The revision the database is at (``None`` when unmigrated).
+        code_revision: The head revision shipped with this version of userstore.
+    """
+
+    def __init__(self, database_revision: str | None, code_revision: str) -> None:
+        super().__init__(
+            f"database schema is at revision {database_revision or '<none>'}, "
+            f"but this code needs revision {code_revision}; "
+            "run `python -m userstore upgrade` (or userstore.migrations.upgrade())"
+        )
+        self.database_revision = database_revision
+        self.code_revision = code_revision

@@ -1,0 +1,83 @@
+"""The ``User`` model and the metadata that Alembic migrations are checked against."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from sqlalchemy import Integer, MetaData, String
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+
+from userstore.validation import NAME_MAX_LENGTH, validate_name, validate_number
+
+# Stable constraint names, so migrations name the same thing on every backend.
+NAMING_CONVENTION: Final = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Names compare byte for byte, and sort in Unicode code-point order, on every
+# backend. Each collation is pinned here rather than left to a server default:
+# PostgreSQL "C" over UTF-8 and SQLite BINARY compare UTF-8 bytes, and MariaDB's
+# utf8mb4_nopad_bin compares code points without ignoring trailing spaces.
+MARIADB_CHARSET: Final = "utf8mb4"
+MARIADB_COLLATION: Final = "utf8mb4_nopad_bin"
+NAME_TYPE: Final = (
+    String(NAME_MAX_LENGTH, collation="BINARY")
+    .with_variant(String(NAME_MAX_LENGTH, collation="C"), "postgresql")
+    .with_variant(
+        mysql.VARCHAR(NAME_MAX_LENGTH, charset=MARIADB_CHARSET, collation=MARIADB_COLLATION),
+        "mysql",
+        "mariadb",
+    )
+)
+
+# Table options for MariaDB; its dialect reads ``mariadb_*`` keys and the MySQL
+# dialect ``mysql_*`` keys, so both are given.
+MARIADB_TABLE_OPTIONS: Final = {
+    f"{prefix}_{key}": value
+    for prefix in ("mysql", "mariadb")
+    for key, value in {
+        "engine": "InnoDB",
+        "charset": MARIADB_CHARSET,
+        "collate": MARIADB_COLLATION,
+    }.items()
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of userstore's models."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    """A user: a unique ``name`` and an optional ``number``.
+
+    Values are validated when they are assigned, in the constructor or later,
+    so a bad value raises :class:`~userstore.errors.InvalidUserError` at once.
+
+    Example:
+        >>> User(name="Jenny", number=8675309)
+        User(name=Jenny, number=8675309)
+    """
+
+    __tablename__ = "users"
+    __table_args__: Any = MARIADB_TABLE_OPTIONS
+
+    name: Mapped[str] = mapped_column(NAME_TYPE, primary_key=True)
+    number: Mapped[int | None] = mapped_column(Integer)
+
+    @validates("name")
+    def _validate_name(self, _key: str, value: object) -> str:
+        return validate_name(value)
+
+    @validates("number")
+    def _validate_number(self, _key: str, value: object) -> int | None:
+        return validate_number(value)
+
+    def __repr__(self) -> str:
+        return f"User(name={self.name}, number={self.number})"

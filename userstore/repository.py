@@ -1,0 +1,266 @@
+"""``UserRepository``: the verbs an app uses to store and find users."""
+
+from __future__ import annotations
+
+import builtins
+from collections import Counter
+from collections.abc import Callable
+from itertools import islice
+from typing import Final, ParamSpec, TypeVar
+
+from sqlalchemy import Integer, bindparam, event, exists, func, inspect, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
+
+from userstore.db_errors import classify
+from userstore.errors import (
+    DuplicateUserError,
+    InvalidUserError,
+    UserNotFoundError,
+    UserStoreError,
+)
+from userstore.models import User
+from userstore.validation import validate_limit, validate_name, validate_number
+
+# Statements are built once: building a select() per call costs more than
+# the rest of a repository call. Values travel as bound parameters.
+_EXISTS: Final = select(exists().where(User.name == bindparam("name")))
+_COUNT: Final = select(func.count()).select_from(User)
+_PAGE: Final = select(User).order_by(User.name)
+_PAGE_AFTER: Final = _PAGE.where(User.name > bindparam("after"))
+_LIMIT: Final = bindparam("limit", type_=Integer)
+_LIST_STATEMENTS: Final = {
+    (False, False): _PAGE,
+    (True, False): _PAGE_AFTER,
+    (False, True): _PAGE.limit(_LIMIT),
+    (True, True): _PAGE_AFTER.limit(_LIMIT),
+}
+_NAMES_PRESENT: Final = select(User.name).where(User.name.in_(bindparam("names", expanding=True)))
+_NAME_LOOKUP_CHUNK: Final = 500
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class UserRepository:
+    """Stores and finds users through one SQLAlchemy session (one unit of work).
+
+    ``add`` and ``delete`` stage changes; ``commit`` writes the unit of work
+    atomically; reads autoflush staged changes first, so they see them. When the
+    database rejects a unit of work, whichever call sent it raises a
+    :class:`~userstore.errors.UserStoreError`, the whole unit of work is rolled
+    back, and the repository is ready for the next call.
+
+    Args:
+        session: The session to work on, usually from
+            :func:`~userstore.create_session_factory`. The caller owns it and
+            closes it.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        # A failed flush has already forgotten what it tried to write, so the
+        # names it sends are noted beforehand, to name a duplicate afterwards.
+        self._flushing_names: builtins.list[str] = []
+        event.listen(session, "before_flush", self._note_flushing_names)
+        event.listen(session, "after_flush", self._forget_flushing_names)
+
+    @property
+    def session(self) -> Session:
+        """The session this repository works on."""
+        return self._session
+
+    def add(self, user: User) -> User:
+        """Stage a new user; it is written by the next flush or commit.
+
+        Args:
+            user: A ``User`` built with a valid name and number.
+
+        Returns:
+            The same object, now pending in the session.
+
+        Raises:
+            InvalidUserError: ``user`` is not a ``User`` or its fields are invalid.
+            DuplicateUserError: this session holds another ``User`` of this
+                name and the database confirms it is stored; the unit of work
+                was rolled back.
+        """
+        if not isinstance(user, User):
+            raise InvalidUserError(f"add() takes a User, got {type(user).__name__}")
+        name = user.name
+        if name is None:
+            raise InvalidUserError("name is required, got None")
+        validate_name(name)
+        validate_number(user.number)
+        existing = self._session.identity_map.get(Session.identity_key(User, (name,)))
+        if existing is not None and existing is not user and not inspect(existing).deleted:
+            self._resolve_identity_conflict(existing, name)
+        self._session.add(user)
+        return user
+
+    def _resolve_identity_conflict(self, existing: User, name: str) -> None:
+        """Handle an add() whose name belongs to a user this session has loaded.
+
+        SQLAlchemy would warn and then send an INSERT bound to fail, so the
+        database is asked directly: if the user is stored, this is a
+        duplicate; if another transaction deleted it, the stale object goes.
+        """
+        if self.exists(name):
+            self._discard_unit_of_work()
+            raise DuplicateUserError(name)
+        self._session.expunge(existing)
+
+    def get(self, name: str) -> User | None:
+        """Return the user called ``name``, or ``None``.
+
+        Staged changes are flushed first. A user already loaded in this
+        session is returned as the very same object.
+
+        Raises:
+            InvalidUserError: ``name`` is not a valid name.
+            DuplicateUserError: the autoflush of staged users hit a taken name.
+            DatabaseError: the database failed; the unit of work was rolled back.
+        """
+        validate_name(name)
+        return self._send(self._session.get, User, name)
+
+    def get_one(self, name: str) -> User:
+        """Return the user called ``name``.
+
+        Raises:
+            UserNotFoundError: no such user.
+            InvalidUserError: ``name`` is not a valid name.
+            DatabaseError: the database failed; the unit of work was rolled back.
+        """
+        user = self.get(name)
+        if user is None:
+            raise UserNotFoundError(name)
+        return user
+
+    def exists(self, name: str) -> bool:
+        """Return whether a user called ``name`` exists (an EXISTS query).
+
+        Raises:
+            InvalidUserError: ``name`` is not a valid name.
+            DatabaseError: the database failed; the unit of work was rolled back.
+        """
+        validate_name(name)
+        return bool(self._send(self._session.scalar, _EXISTS, {"name": name}))
+
+    def count(self) -> int:
+        """Return the number of users, staged ones included.
+
+        Raises:
+            DatabaseError: the database failed; the unit of work was rolled back.
+        """
+        return int(self._send(self._session.scalar, _COUNT) or 0)
+
+    def delete(self, name: str) -> None:
+        """Delete the user called ``name`` within the current unit of work.
+
+        Raises:
+            UserNotFoundError: no such user.
+            InvalidUserError: ``name`` is not a valid name.
+            DatabaseError: the database failed; the unit of work was rolled back.
+        """
+        user = self.get_one(name)
+        self._session.delete(user)
+        self._send(self._session.flush)
+
+    def list(self, *, after: str | None = None, limit: int | None = None) -> builtins.list[User]:
+        """Return users in Unicode code-point order of name, one keyset page at a time.
+
+        Args:
+            after: Return only names strictly greater than this one, usually
+                the last name of the previous page.
+            limit: The most users to return; ``None`` for all.
+
+        Returns:
+            The users, ordered as Python's ``sorted`` orders their names.
+
+        Raises:
+            InvalidUserError: ``after`` is not a valid name or ``limit`` is
+                negative or not an int.
+            DatabaseError: the database failed; the unit of work was rolled back.
+        """
+        if after is not None:
+            validate_name(after, field="after")
+        validate_limit(limit)
+        statement = _LIST_STATEMENTS[(after is not None, limit is not None)]
+        parameters = {"after": after, "limit": limit}
+        return self._send(lambda: builtins.list(self._session.scalars(statement, parameters)))
+
+    def commit(self) -> None:
+        """Write the unit of work atomically and start a new one.
+
+        Raises:
+            DuplicateUserError: a staged user's name is taken; nothing of the
+                unit of work was written.
+            TransientDatabaseError: a failure worth retrying the unit of work for.
+            DatabaseError: any other database failure; nothing was written.
+        """
+        self._send(self._session.commit)
+
+    def rollback(self) -> None:
+        """Discard the unit of work: staged users are dropped, loaded ones expired."""
+        self._session.rollback()
+
+    def _send(self, operation: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run a session operation, translating a database failure into our errors."""
+        try:
+            return operation(*args, **kwargs)
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc: sa_exc.SQLAlchemyError) -> UserStoreError:
+        """Roll the unit of work back and return the error to raise for ``exc``."""
+        error_class = classify(exc, self._session.get_bind().dialect.name)
+        candidates = self._unwritten_names() if error_class is DuplicateUserError else []
+        self._discard_unit_of_work()
+        if error_class is DuplicateUserError:
+            return DuplicateUserError(self._find_duplicate(candidates))
+        orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+        return error_class(f"{type(orig).__name__}: {orig}; the unit of work was rolled back")
+
+    def _discard_unit_of_work(self) -> None:
+        try:
+            self._session.rollback()
+        except sa_exc.SQLAlchemyError:
+            # The connection died under the rollback; closing releases it and
+            # leaves the session ready to begin afresh.
+            self._session.close()
+
+    def _note_flushing_names(self, session: Session, *_: object) -> None:
+        self._flushing_names = [obj.name for obj in session.new if isinstance(obj, User)]
+        self._flushing_names.extend(
+            obj.name
+            for obj in session.dirty
+            if isinstance(obj, User) and inspect(obj).attrs.name.history.has_changes()
+        )
+
+    def _forget_flushing_names(self, *_: object) -> None:
+        self._flushing_names = []
+
+    def _unwritten_names(self) -> builtins.list[str]:
+        names, self._flushing_names = self._flushing_names, []
+        return names
+
+    def _find_duplicate(self, candidates: builtins.list[str]) -> str:
+        """Name the user that made a write fail: already stored, or staged twice."""
+        try:
+            stored = self._first_stored(candidates)
+        except sa_exc.SQLAlchemyError:
+            stored = None  # best effort: the staged names below still tell
+        finally:
+            self._discard_unit_of_work()
+        if stored is not None:
+            return stored
+        repeated = [name for name, seen in Counter(candidates).items() if seen > 1]
+        return (repeated or candidates or ["<unknown>"])[0]
+
+    def _first_stored(self, candidates: builtins.list[str]) -> str | None:
+        iterator = iter(dict.fromkeys(candidates))
+        while chunk := builtins.list(islice(iterator, _NAME_LOOKUP_CHUNK)):
+            stored = self._session.scalars(_NAMES_PRESENT, {"names": chunk}).first()
+            if stored is not None:
+                return stored
+        return None

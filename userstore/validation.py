@@ -1,0 +1,99 @@
+"""Validation of user input, done in Python before any SQL is sent.
+
+The three backends disagree on bad input (SQLite stores ``1.5`` and 64-bit
+integers, PostgreSQL rejects NUL, servers may cut long strings), so every value
+is checked here, once, against the strictest common rule.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from userstore.errors import InvalidUserError
+
+NAME_MAX_LENGTH: Final = 255
+NUMBER_MIN: Final = -(2**31)
+NUMBER_MAX: Final = 2**31 - 1
+
+# Unicode category Cc: C0 controls (NUL included), DEL and the C1 controls.
+_CONTROL_CHARACTER: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def validate_name(name: object, *, field: str = "name") -> str:
+    """Return ``name`` if it is a storable user name, else raise.
+
+    Args:
+        name: The candidate value.
+        field: What to call the value in the error message.
+
+    Returns:
+        The name, unchanged.
+
+    Raises:
+        InvalidUserError: ``name`` is not a str of 1 to 255 characters that
+            encodes as UTF-8 and holds no control characters.
+    """
+    if not isinstance(name, str):
+        raise InvalidUserError(f"{field} must be a str, got {type(name).__name__}")
+    length = len(name)
+    if length == 0:
+        raise InvalidUserError(f"{field} must not be empty")
+    if length > NAME_MAX_LENGTH:
+        raise InvalidUserError(
+            f"{field} must be at most {NAME_MAX_LENGTH} characters, got {length}"
+        )
+    control = _CONTROL_CHARACTER.search(name)
+    if control is not None:
+        raise InvalidUserError(
+            f"{field} must not contain control characters, "
+            f"found U+{ord(control.group()):04X} at position {control.start()}"
+        )
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidUserError(
+                f"{field} must be encodable as UTF-8, found U+{ord(name[exc.start]):04X}"
+                f" (a lone surrogate) at position {exc.start}"
+            ) from None
+    return name
+
+
+def validate_number(number: object) -> int | None:
+    """Return ``number`` if it is storable, else raise.
+
+    Args:
+        number: The candidate value.
+
+    Returns:
+        ``None``, or the value as a plain ``int``.
+
+    Raises:
+        InvalidUserError: ``number`` is not ``None`` or an int (bool excluded) in
+            the 32-bit signed range that PostgreSQL and MariaDB store.
+    """
+    if number is None:
+        return None
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise InvalidUserError(f"number must be an int or None, got {type(number).__name__}")
+    if not NUMBER_MIN <= number <= NUMBER_MAX:
+        raise InvalidUserError(
+            f"number must be between {NUMBER_MIN} and {NUMBER_MAX}, got {number}"
+        )
+    return int(number)
+
+
+def validate_limit(limit: object) -> int | None:
+    """Return ``limit`` if it is ``None`` or a non-negative int, else raise.
+
+    Raises:
+        InvalidUserError: ``limit`` is negative or not an int.
+    """
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidUserError(f"limit must be an int or None, got {type(limit).__name__}")
+    if limit < 0:
+        raise InvalidUserError(f"limit must not be negative, got {limit}")
+    return limit
