@@ -68,6 +68,7 @@ def throwaway_database(backend: str, tmp_path: Path) -> Iterator[URL]:
     """Create an empty database on ``backend``, yield its URL, drop it afterwards."""
     name = f"userstore_test_{uuid.uuid4().hex[:12]}"
     if backend == "sqlite":
+        tmp_path.mkdir(parents=True, exist_ok=True)
         yield make_url(f"sqlite:///{tmp_path / name}.db")
         return
     admin = _admin_engine(backend)

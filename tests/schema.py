@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from userstore.models import Base
+from userstore import migrations
 
 
 def create_schema(engine: Engine) -> None:
-    """Create the users table as the model declares it."""
-    Base.metadata.create_all(engine)
+    """Migrate the database to head: the schema comes only from migrations."""
+    migrations.upgrade(engine)

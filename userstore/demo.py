@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 from sqlalchemy import URL
 
+from userstore import migrations
 from userstore.engine import create_engine, create_session_factory
 from userstore.models import User
 from userstore.repository import UserRepository
-from userstore.schema import ensure_schema
 
 
 def replay_notebook(
@@ -29,7 +29,8 @@ def replay_notebook(
     engine = create_engine(url, echo=echo)
     try:
         say(f"# In [2]: engine\n{engine!r}")
-        ensure_schema(engine)
+        say("# In [6]: the schema comes from the migrations (userstore.migrations.upgrade)")
+        migrations.upgrade(engine)
         session_factory = create_session_factory(engine)
         with session_factory() as session:
             repo = UserRepository(session)

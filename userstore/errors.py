@@ -61,7 +61,25 @@ class TransientDatabaseError(DatabaseError):
     """
 
 
-class SchemaOutOfDateError(UserStoreError):
+class MigrationError(UserStoreError):
+    """A migration command could not run, for example given an unknown revision."""
+
+
+class SchemaDriftError(MigrationError):
+    """The database schema differs from what userstore's models declare.
+
+    Attributes:
+        differences: What autogenerate found, one item per difference.
+    """
+
+    def __init__(self, differences: list[str]) -> None:
+        super().__init__(
+            "the database schema differs from userstore's models: " + "; ".join(differences)
+        )
+        self.differences = differences
+
+
+class SchemaOutOfDateError(MigrationError):
     """The database schema is not at the revision this code expects.
 
     Attributes:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import Integer, MetaData, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
-from userstore.validation import NAME_MAX_LENGTH, validate_name, validate_number
+from userstore.timestamps import UTCDateTime, utc_now
+from userstore.validation import (
+    NAME_MAX_LENGTH,
+    validate_name,
+    validate_number,
+    validate_timestamp,
+)
 
 # Stable constraint names, so migrations name the same thing on every backend.
 NAMING_CONVENTION: Final = {
@@ -59,6 +66,8 @@ class User(Base):
 
     Values are validated when they are assigned, in the constructor or later,
     so a bad value raises :class:`~userstore.errors.InvalidUserError` at once.
+    ``created_at`` and ``updated_at`` are set by the database (UTC, timezone
+    aware); ``updated_at`` moves on every update written through the ORM.
 
     Example:
         >>> User(name="Jenny", number=8675309)
@@ -67,9 +76,17 @@ class User(Base):
 
     __tablename__ = "users"
     __table_args__: Any = MARIADB_TABLE_OPTIONS
+    # Server defaults are loaded when first read, not fetched with RETURNING at
+    # insert time: RETURNING would move every insert onto a slower path.
+    # (Typed as DeclarativeBase declares it; a ClassVar would clash with that.)
+    __mapper_args__: Any = {"eager_defaults": False}  # noqa: RUF012
 
     name: Mapped[str] = mapped_column(NAME_TYPE, primary_key=True)
     number: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), server_default=utc_now())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), server_default=utc_now(), onupdate=utc_now()
+    )
 
     @validates("name")
     def _validate_name(self, _key: str, value: object) -> str:
@@ -78,6 +95,10 @@ class User(Base):
     @validates("number")
     def _validate_number(self, _key: str, value: object) -> int | None:
         return validate_number(value)
+
+    @validates("created_at", "updated_at")
+    def _validate_timestamp(self, key: str, value: object) -> datetime:
+        return validate_timestamp(value, field=key)
 
     def __repr__(self) -> str:
         return f"User(name={self.name}, number={self.number})"

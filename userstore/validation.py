@@ -8,6 +8,7 @@ is checked here, once, against the strictest common rule.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Final
 
 from userstore.errors import InvalidUserError
@@ -82,6 +83,20 @@ def validate_number(number: object) -> int | None:
             f"number must be between {NUMBER_MIN} and {NUMBER_MAX}, got {number}"
         )
     return int(number)
+
+
+def validate_timestamp(value: object, *, field: str) -> datetime:
+    """Return ``value`` if it is a timezone-aware datetime, else raise.
+
+    Raises:
+        InvalidUserError: ``value`` is not a datetime, or is naive (its zone
+            would be a guess).
+    """
+    if not isinstance(value, datetime):
+        raise InvalidUserError(f"{field} must be a datetime, got {type(value).__name__}")
+    if value.utcoffset() is None:
+        raise InvalidUserError(f"{field} must be timezone-aware, got naive {value.isoformat()}")
+    return value
 
 
 def validate_limit(limit: object) -> int | None:
