@@ -7,12 +7,32 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+from hypothesis import HealthCheck, settings
 from sqlalchemy import URL, Engine, event, text
 from sqlalchemy.orm import Session
 
 import userstore
 from tests.databases import BACKENDS, throwaway_database
 from tests.schema import create_schema
+
+# Hypothesis profiles: "ci" (the default) finishes the model-based test in about
+# a minute per backend; "long" (--hypothesis-profile=long) hunts for much longer.
+_SLOW_DATABASE = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,
+    suppress_health_check=_SLOW_DATABASE,
+)
+settings.register_profile(
+    "long",
+    max_examples=3000,
+    stateful_step_count=100,
+    deadline=None,
+    suppress_health_check=_SLOW_DATABASE,
+)
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -51,7 +71,7 @@ def engine(database_url: URL) -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def plain_engine(database_url: URL) -> Iterator[Engine]:
     """A plain SQLAlchemy engine, for checking stored rows without userstore's code."""
-    engine = sqlalchemy.create_engine(database_url)
+    engine = sqlalchemy.create_engine(database_url, pool_pre_ping=True)  # servers may restart
     yield engine
     engine.dispose()
 

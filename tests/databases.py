@@ -50,7 +50,13 @@ def required_backends() -> set[str]:
 def _admin_engine(backend: str) -> sqlalchemy.Engine:
     url = make_url(SERVER_URLS[backend])
     connect_args = {"connect_timeout": 5}
-    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args)
+    # No pool: a server restarted by a fault test must not leave a dead connection here.
+    engine = sqlalchemy.create_engine(
+        url,
+        isolation_level="AUTOCOMMIT",
+        connect_args=connect_args,
+        poolclass=sqlalchemy.NullPool,
+    )
     try:
         with engine.connect():
             pass
@@ -82,3 +88,17 @@ def throwaway_database(backend: str, tmp_path: Path) -> Iterator[URL]:
                 connection.exec_driver_sql(_DROP[backend].format(name=name))
     finally:
         admin.dispose()
+
+
+@contextmanager
+def migrated_database(backend: str, tmp_path: Path) -> Iterator[URL]:
+    """A throwaway database on ``backend`` with userstore's schema at head."""
+    from userstore import create_engine, migrations
+
+    with throwaway_database(backend, tmp_path) as url:
+        engine = create_engine(url)
+        try:
+            migrations.upgrade(engine)
+        finally:
+            engine.dispose()
+        yield url

@@ -148,6 +148,6 @@ def test_keyword_arguments_override_userstore_settings(tmp_path: Path):
     try:
         assert engine.pool._pre_ping is True
         with engine.connect() as connection:
-            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1500
     finally:
         engine.dispose()

@@ -113,3 +113,38 @@ def test_numbers_at_the_limits_round_trip_exactly(
 
     assert repo.get_one("edge").number == number
     assert stored() == [("edge", number)]
+
+
+HOSTILE_NAMES = [
+    "O'Brien",
+    'say "hi"',
+    "Robert'); DROP TABLE users;--",
+    "' OR '1'='1",
+    "100%",
+    "%_%",
+    "back\\slash\\",
+    "\\x00 not a NUL",
+    "😀👩\u200d💻",
+    "\u202eRTL override",
+    "\u200fright-to-left mark",
+    "e\u0301\u0301\u0301 combining",
+    "\ufeffBOM",
+    "مرحبا",
+    "\uffff",
+    "\U0001d518\U0001d52b\U0001d526 (Fraktur, outside the BMP)",
+]
+
+
+def test_hostile_names_are_stored_and_found_exactly(repo: UserRepository, stored: Stored):
+    for number, name in enumerate(HOSTILE_NAMES):
+        repo.add(User(name=name, number=number))
+    repo.commit()
+    repo.session.expunge_all()
+
+    assert stored() == sorted((name, n) for n, name in enumerate(HOSTILE_NAMES))
+    assert [u.name for u in repo.list()] == sorted(HOSTILE_NAMES)
+    for number, name in enumerate(HOSTILE_NAMES):
+        assert repo.exists(name)
+        assert repo.get_one(name).number == number
+    assert repo.get("%") is None
+    assert repo.exists("O") is False

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from userstore.db_errors import ERROR_RULES
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -31,3 +33,17 @@ def test_ci_runs_exactly_the_test_command_the_readme_gives():
 
     assert test_command.startswith("python -m pytest")
     assert test_command in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+
+
+def test_the_error_table_in_the_readme_lists_every_rule_in_the_code():
+    rows = [line for line in README.splitlines() if line.startswith("| ")]
+    for rule in ERROR_RULES:
+        matching = [
+            row
+            for row in rows
+            if f" {rule.code} |" in row
+            and f"| {rule.meaning} |" in row
+            and f"`{rule.maps_to.__name__}`" in row
+            and f"`{rule.sqlalchemy_class.__name__}`" in row
+        ]
+        assert len(matching) == 1, rule

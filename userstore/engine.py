@@ -110,8 +110,9 @@ def _configure_sqlite(engine: Engine, *, file_database: bool) -> None:
         # otherwise begin lazily (deferred) and commit before DDL; the
         # "begin" hook below issues our own BEGIN instead.
         dbapi_connection.isolation_level = None
+        # (The busy timeout is sqlite3's own ``timeout`` argument, so a
+        # caller's connect_args={"timeout": ...} takes effect.)
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
         cursor.execute("PRAGMA foreign_keys = ON")
         if file_database:
             cursor.execute("PRAGMA journal_mode = WAL")

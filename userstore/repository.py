@@ -58,11 +58,18 @@ class UserRepository:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        # A failed flush has already forgotten what it tried to write, so the
-        # names it sends are noted beforehand, to name a duplicate afterwards.
+        # To name the user behind a duplicate after the rollback has erased
+        # the evidence, note what each flush sends and what this transaction
+        # has already written (a rollback takes those rows back too).
         self._flushing_names: builtins.list[str] = []
+        self._written_names: set[str] = set()
+        # (The failing flush's own rollback clears _written_names before we
+        # get to look, so each flush starts by keeping a copy.)
+        self._written_before_flush: frozenset[str] = frozenset()
         event.listen(session, "before_flush", self._note_flushing_names)
-        event.listen(session, "after_flush", self._forget_flushing_names)
+        event.listen(session, "after_flush", self._note_written_names)
+        event.listen(session, "after_commit", self._forget_written_names)
+        event.listen(session, "after_soft_rollback", self._forget_written_names)
 
     @property
     def session(self) -> Session:
@@ -215,9 +222,10 @@ class UserRepository:
         """Roll the unit of work back and return the error to raise for ``exc``."""
         error_class = classify(exc, self._session.get_bind().dialect.name)
         candidates = self._unwritten_names() if error_class is DuplicateUserError else []
+        written_earlier, self._written_before_flush = self._written_before_flush, frozenset()
         self._discard_unit_of_work()
         if error_class is DuplicateUserError:
-            return DuplicateUserError(self._find_duplicate(candidates))
+            return DuplicateUserError(self._find_duplicate(candidates, written_earlier))
         orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
         return error_class(f"{type(orig).__name__}: {orig}; the unit of work was rolled back")
 
@@ -230,6 +238,7 @@ class UserRepository:
             self._session.close()
 
     def _note_flushing_names(self, session: Session, *_: object) -> None:
+        self._written_before_flush = frozenset(self._written_names)
         self._flushing_names = [obj.name for obj in session.new if isinstance(obj, User)]
         self._flushing_names.extend(
             obj.name
@@ -237,25 +246,38 @@ class UserRepository:
             if isinstance(obj, User) and inspect(obj).attrs.name.history.has_changes()
         )
 
-    def _forget_flushing_names(self, *_: object) -> None:
+    def _note_written_names(self, session: Session, *_: object) -> None:
+        # after_flush still sees the flushed objects as new / deleted.
+        self._written_names.difference_update(
+            obj.name for obj in session.deleted if isinstance(obj, User)
+        )
+        self._written_names.update(self._flushing_names)
         self._flushing_names = []
+
+    def _forget_written_names(self, *_: object) -> None:
+        self._written_names = set()
 
     def _unwritten_names(self) -> builtins.list[str]:
         names, self._flushing_names = self._flushing_names, []
         return names
 
-    def _find_duplicate(self, candidates: builtins.list[str]) -> str:
-        """Name the user that made a write fail: already stored, or staged twice."""
+    def _find_duplicate(
+        self, candidates: builtins.list[str], written_earlier: frozenset[str]
+    ) -> str:
+        """Name the user that made a write fail: staged twice, written earlier, or stored."""
+        repeated = [name for name, seen in Counter(candidates).items() if seen > 1]
+        if repeated:
+            return repeated[0]
+        earlier = [name for name in candidates if name in written_earlier]
+        if earlier:
+            return earlier[0]
         try:
             stored = self._first_stored(candidates)
         except sa_exc.SQLAlchemyError:
             stored = None  # best effort: the staged names below still tell
         finally:
             self._discard_unit_of_work()
-        if stored is not None:
-            return stored
-        repeated = [name for name, seen in Counter(candidates).items() if seen > 1]
-        return (repeated or candidates or ["<unknown>"])[0]
+        return stored if stored is not None else (candidates or ["<unknown>"])[0]
 
     def _first_stored(self, candidates: builtins.list[str]) -> str | None:
         iterator = iter(dict.fromkeys(candidates))
