@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, make_url
 
 import userstore
+from tests.databases import migrated_database
 from tests.schema import create_schema
 from userstore import User, UserRepository, create_session_factory
 from userstore.engine import DEFAULT_DATABASE_URL, resolve_url
@@ -151,3 +152,51 @@ def test_keyword_arguments_override_userstore_settings(tmp_path: Path):
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1500
     finally:
         engine.dispose()
+
+
+def test_a_connection_returned_mid_transaction_is_rolled_back_by_the_pool(
+    backend: str, engine: Engine, plain_engine: Engine, empty_table: None
+):
+    raw = engine.raw_connection()
+    cursor = raw.cursor()
+    if backend == "sqlite":  # sqlite3 runs in autocommit; the engine's hook begins for SQLAlchemy
+        cursor.execute("BEGIN IMMEDIATE")
+    cursor.execute("INSERT INTO users (name, number) VALUES ('abandoned', 1)")
+    cursor.close()
+    raw.close()  # back to the pool with the INSERT uncommitted
+
+    with engine.connect() as connection:  # the same pooled connection
+        connection.exec_driver_sql("SELECT 1")
+        connection.commit()
+    with plain_engine.connect() as connection:
+        stored = connection.exec_driver_sql("SELECT count(*) FROM users").scalar()
+
+    assert stored == 0
+
+
+def test_mariadb_sends_no_rollback_when_a_committed_connection_returns(tmp_path: Path):
+    # MariaDB's rule alone: PyMySQL would send a ROLLBACK round trip on every
+    # return to the pool; psycopg and sqlite3 already skip it when idle.
+    with migrated_database("mariadb", tmp_path) as url:
+        engine = userstore.create_engine(url, pool_size=1)
+        try:
+            factory = create_session_factory(engine)
+
+            def rollbacks() -> int:
+                with engine.connect() as connection:
+                    count = connection.exec_driver_sql(
+                        "SHOW SESSION STATUS LIKE 'Com_rollback'"
+                    ).one()[1]
+                    connection.commit()
+                return int(count)
+
+            before = rollbacks()
+            for i in range(5):
+                with factory() as session:
+                    UserRepository(session).add(User(name=f"u{i}", number=i))
+                    session.commit()
+            after = rollbacks()
+        finally:
+            engine.dispose()
+
+    assert after == before

@@ -247,3 +247,36 @@ def test_adding_the_same_object_twice_is_harmless(repo: UserRepository, stored: 
     repo.commit()
 
     assert stored() == [("Jenny", 1)]
+
+
+def test_a_duplicate_of_a_user_written_earlier_in_the_transaction_is_named(
+    repo: UserRepository, stored: Stored
+):
+    repo.add(User(name="jenny", number=1))
+    repo.count()  # flushed, not committed: the rollback will take it back
+    repo.add(User(name="Jenny", number=2))
+    repo.add(User(name="jenny", number=3))
+
+    with pytest.raises(DuplicateUserError) as raised:
+        repo.commit()
+
+    assert raised.value.name == "jenny"
+    assert stored() == []
+
+
+def test_a_duplicate_is_named_right_after_another_user_was_deleted_in_the_transaction(
+    repo: UserRepository, stored: Stored
+):
+    repo.add(User(name="Jenny", number=1))
+    repo.add(User(name="taken", number=2))
+    repo.commit()
+    repo.session.expunge_all()
+    repo.delete("Jenny")  # the rollback will bring Jenny back
+    repo.add(User(name="Jenny", number=3))
+    repo.add(User(name="taken", number=4))
+
+    with pytest.raises(DuplicateUserError) as raised:
+        repo.commit()
+
+    assert raised.value.name == "taken"
+    assert stored() == [("Jenny", 1), ("taken", 2)]

@@ -6,6 +6,7 @@ through :class:`UserRepository`. Every error derives from
 :class:`UserStoreError`.
 """
 
+from userstore.bulk import UpsertResult
 from userstore.engine import create_engine, create_session_factory
 from userstore.errors import (
     DatabaseError,
@@ -29,6 +30,7 @@ __all__ = [
     "SchemaDriftError",
     "SchemaOutOfDateError",
     "TransientDatabaseError",
+    "UpsertResult",
     "User",
     "UserNotFoundError",
     "UserRepository",

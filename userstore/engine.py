@@ -75,11 +75,16 @@ def create_engine(url: str | URL | None = None, *, echo: bool = False, **kwargs:
         connect_args["charset"] = MARIADB_CHARSET
         connect_args["init_command"] = MARIADB_SESSION_SETUP
         options["isolation_level"] = "READ COMMITTED"
+        # Replaced by _configure_mariadb's reset: it skips the ROLLBACK the
+        # pool would otherwise send after every commit.
+        options["pool_reset_on_return"] = None
     connect_args.update(kwargs.pop("connect_args", {}))
     options.update(kwargs)
     engine = sqlalchemy.create_engine(resolved, echo=echo, connect_args=connect_args, **options)
     if backend == "sqlite":
         _configure_sqlite(engine, file_database=_is_file_database(resolved))
+    elif backend in ("mysql", "mariadb") and options["pool_reset_on_return"] is None:
+        _configure_mariadb(engine)
     return engine
 
 
@@ -124,3 +129,20 @@ def _configure_sqlite(engine: Engine, *, file_database: bool) -> None:
         # timeout), so no transaction can fail later with SQLITE_BUSY when it
         # moves from reading to writing.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_SERVER_STATUS_IN_TRANS: Final = 1  # MariaDB's SERVER_STATUS_IN_TRANS flag
+
+
+def _configure_mariadb(engine: Engine) -> None:
+    @event.listens_for(engine, "reset")
+    def _on_reset(
+        dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry, _state: object
+    ) -> None:
+        # A connection goes back to the pool: roll back only if the server says
+        # a transaction is open (PyMySQL keeps the flag from every reply). After
+        # a commit, that saves a round trip per unit of work; a connection
+        # abandoned mid-transaction is still rolled back.
+        status = getattr(dbapi_connection, "server_status", None)
+        if status is None or status & _SERVER_STATUS_IN_TRANS:
+            dbapi_connection.rollback()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Final, ParamSpec, TypeVar
 
@@ -12,6 +12,16 @@ from sqlalchemy import Integer, bindparam, event, exists, func, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
+from userstore.bulk import (
+    DEFAULT_BATCH_SIZE,
+    Batch,
+    Row,
+    UpsertResult,
+    insert_batch,
+    last_of_each_name,
+    upsert_batch,
+    validated_batches,
+)
 from userstore.db_errors import classify
 from userstore.errors import (
     DuplicateUserError,
@@ -63,9 +73,11 @@ class UserRepository:
         # has already written (a rollback takes those rows back too).
         self._flushing_names: builtins.list[str] = []
         self._written_names: set[str] = set()
-        # (The failing flush's own rollback clears _written_names before we
-        # get to look, so each flush starts by keeping a copy.)
+        self._deleted_names: set[str] = set()
+        # (The failing flush's own rollback clears both sets before we get to
+        # look, so each flush starts by keeping a copy.)
         self._written_before_flush: frozenset[str] = frozenset()
+        self._deleted_before_flush: frozenset[str] = frozenset()
         event.listen(session, "before_flush", self._note_flushing_names)
         event.listen(session, "after_flush", self._note_written_names)
         event.listen(session, "after_commit", self._forget_written_names)
@@ -196,6 +208,152 @@ class UserRepository:
         parameters = {"after": after, "limit": limit}
         return self._send(lambda: builtins.list(self._session.scalars(statement, parameters)))
 
+    def add_many(self, users: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+        """Insert many users in this unit of work, at close to the driver's own speed.
+
+        Rows are ``User`` objects, ``(name, number)`` pairs or mappings with
+        ``name`` and ``number``. They are written in batches (COPY on
+        PostgreSQL, executemany elsewhere), so memory stays flat for any
+        length of iterable. Like ``add``, nothing is committed: call
+        ``commit()``. Every row of a batch is validated before the batch is
+        sent; when the input is a sequence, that is every row before any SQL.
+
+        Args:
+            users: The rows to insert.
+            batch_size: Rows per statement.
+
+        Returns:
+            The number of users inserted.
+
+        Raises:
+            InvalidUserError: a row is invalid (the message names its position);
+                the unit of work was rolled back if anything had been sent.
+            DuplicateUserError: a name is taken or repeats in the input; the
+                unit of work was rolled back, so nothing of this call is written.
+            DatabaseError: the database failed; the unit of work was rolled back.
+        """
+        batches = validated_batches(users, batch_size)
+        if isinstance(users, Sequence):
+            batches = iter(builtins.list(batches))  # every row validated before any SQL
+        self._send(self._session.flush)
+        inserted = 0
+        try:
+            for batch in batches:
+                self._insert_batch(batch)
+                inserted += len(batch)
+                self._expire_loaded(name for name, _ in batch)
+        except InvalidUserError:
+            self._discard_unit_of_work()
+            raise
+        return inserted
+
+    def _insert_batch(self, batch: Batch) -> None:
+        # A savepoint per batch keeps the transaction alive after a conflict,
+        # so the offending name can still be looked up before rolling back.
+        try:
+            with self._session.begin_nested():
+                insert_batch(self._session.connection(), batch)
+        except sa_exc.SQLAlchemyError as exc:
+            error_class = classify(exc, self._session.get_bind().dialect.name)
+            if error_class is not DuplicateUserError:
+                raise self._failure(exc) from exc
+            names = [name for name, _ in batch]
+            repeated = [name for name, seen in Counter(names).items() if seen > 1]
+            taken = repeated[0] if repeated else self._first_stored(names)
+            self._discard_unit_of_work()
+            raise DuplicateUserError(taken or names[0]) from exc
+
+    def upsert(self, name: str, number: int | None) -> User:
+        """Insert the user, or set its number if the name exists, in one native statement.
+
+        Concurrent upserts of the same name neither fail nor lose an update;
+        ``updated_at`` moves only when the number changes.
+
+        Returns:
+            The user as stored, loaded into this session.
+
+        Raises:
+            InvalidUserError: ``name`` or ``number`` is invalid.
+            DatabaseError: the database failed; the unit of work was rolled back.
+        """
+        self.upsert_many([(name, number)])
+        user = self._send(self._session.get, User, name, populate_existing=True)
+        assert user is not None  # written in this very transaction
+        return user
+
+    def upsert_many(
+        self, rows: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> UpsertResult:
+        """Insert new users and set the number of existing ones, one statement per batch.
+
+        Never reads before writing, so concurrent upserts of the same names
+        neither fail nor lose an update. Within one batch, a name given more
+        than once counts once, with its last number. Users already loaded in
+        this session are refreshed on their next access. Nothing is committed:
+        call ``commit()``.
+
+        Args:
+            rows: ``User`` objects, ``(name, number)`` pairs or mappings.
+            batch_size: Rows per statement.
+
+        Returns:
+            How many rows were inserted, updated (number changed) and unchanged.
+
+        Raises:
+            InvalidUserError: a row is invalid (the message names its position).
+            DatabaseError: the database failed; the unit of work was rolled back.
+        """
+        batches = validated_batches(rows, batch_size)
+        if isinstance(rows, Sequence):
+            batches = iter(builtins.list(batches))
+        self._send(self._session.flush)
+        inserted = updated = unchanged = 0
+        try:
+            for batch in batches:
+                unique = last_of_each_name(batch)
+                result = self._send(upsert_batch, self._session.connection(), unique)
+                inserted += result.inserted
+                updated += result.updated
+                unchanged += result.unchanged
+                self._expire_loaded(name for name, _ in unique)
+        except InvalidUserError:
+            self._discard_unit_of_work()
+            raise
+        return UpsertResult(inserted, updated, unchanged)
+
+    def iter_all(self, *, batch_size: int = 1000) -> Iterator[User]:
+        """Yield every user in name order, holding only one batch in memory.
+
+        Rows stream through a server-side cursor on PostgreSQL and MariaDB (on
+        MariaDB the connection is busy until the iteration ends). Users the
+        caller does not keep are freed as it goes.
+
+        Raises:
+            InvalidUserError: ``batch_size`` is not a positive int.
+            DatabaseError: the database failed; the unit of work was rolled back.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidUserError(f"batch_size must be a positive int, got {batch_size!r}")
+        result = self._send(
+            self._session.scalars, _PAGE, execution_options={"yield_per": batch_size}
+        )
+        try:
+            yield from result
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._failure(exc) from exc
+        finally:
+            result.close()
+
+    def _expire_loaded(self, names: Iterable[str]) -> None:
+        """Make users loaded before a bulk write reload on next access."""
+        identity_map = self._session.identity_map
+        if not len(identity_map):
+            return
+        written = set(names)
+        for user in builtins.list(identity_map.values()):
+            if isinstance(user, User) and user.name in written:
+                self._session.expire(user)
+
     def commit(self) -> None:
         """Write the unit of work atomically and start a new one.
 
@@ -223,9 +381,12 @@ class UserRepository:
         error_class = classify(exc, self._session.get_bind().dialect.name)
         candidates = self._unwritten_names() if error_class is DuplicateUserError else []
         written_earlier, self._written_before_flush = self._written_before_flush, frozenset()
+        deleted_earlier, self._deleted_before_flush = self._deleted_before_flush, frozenset()
         self._discard_unit_of_work()
         if error_class is DuplicateUserError:
-            return DuplicateUserError(self._find_duplicate(candidates, written_earlier))
+            return DuplicateUserError(
+                self._find_duplicate(candidates, written_earlier, deleted_earlier)
+            )
         orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
         return error_class(f"{type(orig).__name__}: {orig}; the unit of work was rolled back")
 
@@ -239,6 +400,7 @@ class UserRepository:
 
     def _note_flushing_names(self, session: Session, *_: object) -> None:
         self._written_before_flush = frozenset(self._written_names)
+        self._deleted_before_flush = frozenset(self._deleted_names)
         self._flushing_names = [obj.name for obj in session.new if isinstance(obj, User)]
         self._flushing_names.extend(
             obj.name
@@ -248,23 +410,33 @@ class UserRepository:
 
     def _note_written_names(self, session: Session, *_: object) -> None:
         # after_flush still sees the flushed objects as new / deleted.
-        self._written_names.difference_update(
-            obj.name for obj in session.deleted if isinstance(obj, User)
-        )
+        deleted = {obj.name for obj in session.deleted if isinstance(obj, User)}
+        self._written_names.difference_update(deleted)
         self._written_names.update(self._flushing_names)
+        self._deleted_names.difference_update(self._flushing_names)
+        self._deleted_names.update(deleted)
         self._flushing_names = []
 
     def _forget_written_names(self, *_: object) -> None:
         self._written_names = set()
+        self._deleted_names = set()
 
     def _unwritten_names(self) -> builtins.list[str]:
         names, self._flushing_names = self._flushing_names, []
         return names
 
     def _find_duplicate(
-        self, candidates: builtins.list[str], written_earlier: frozenset[str]
+        self,
+        candidates: builtins.list[str],
+        written_earlier: frozenset[str],
+        deleted_earlier: frozenset[str],
     ) -> str:
-        """Name the user that made a write fail: staged twice, written earlier, or stored."""
+        """Name the user that made a write fail: staged twice, written earlier, or stored.
+
+        Run after the rollback, which has undone this transaction's writes:
+        its inserts are gone from the table and its deletes are back, so both
+        are known from the flush history rather than looked up.
+        """
         repeated = [name for name, seen in Counter(candidates).items() if seen > 1]
         if repeated:
             return repeated[0]
@@ -272,7 +444,7 @@ class UserRepository:
         if earlier:
             return earlier[0]
         try:
-            stored = self._first_stored(candidates)
+            stored = self._first_stored([n for n in candidates if n not in deleted_earlier])
         except sa_exc.SQLAlchemyError:
             stored = None  # best effort: the staged names below still tell
         finally:

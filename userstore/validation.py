@@ -18,7 +18,7 @@ NUMBER_MIN: Final = -(2**31)
 NUMBER_MAX: Final = 2**31 - 1
 
 # Unicode category Cc: C0 controls (NUL included), DEL and the C1 controls.
-_CONTROL_CHARACTER: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARACTER: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def validate_name(name: object, *, field: str = "name") -> str:
@@ -44,7 +44,7 @@ def validate_name(name: object, *, field: str = "name") -> str:
         raise InvalidUserError(
             f"{field} must be at most {NAME_MAX_LENGTH} characters, got {length}"
         )
-    control = _CONTROL_CHARACTER.search(name)
+    control = CONTROL_CHARACTER.search(name)
     if control is not None:
         raise InvalidUserError(
             f"{field} must not contain control characters, "

@@ -1,0 +1,125 @@
+"""``python -m benchmarks``: run the workloads on each backend and print (and save) the tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from benchmarks import environment, report
+from benchmarks.databases import BACKENDS, BackendUnavailableError, throwaway_database
+from benchmarks.runner import WorkloadResult, run_workload
+from benchmarks.scales import SCALES, Scale
+from benchmarks.stack import Stack
+from benchmarks.workloads import WORKLOADS
+from userstore import migrations
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_arguments(argv)
+    scale = SCALES[args.scale]
+    rounds = args.rounds or scale.rounds
+    results: list[WorkloadResult] = []
+    skipped: dict[str, str] = {}
+    servers: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="userstore_bench_") as directory:
+        for backend in args.backends:
+            try:
+                results += _run_backend(
+                    backend, Path(directory), scale, rounds, args.workloads, servers
+                )
+            except BackendUnavailableError as exc:
+                skipped[backend] = str(exc)
+                _progress(f"{backend}: skipped: {exc}")
+    header = environment.describe(scale, rounds, servers)
+    text = report.render(header, results, skipped)
+    print(text, end="")
+    if args.output is not None:
+        args.output.write_text(text)
+        _progress(f"wrote {args.output}")
+    failures = [f"{r.workload.key} {r.backend} {v.name}" for r in results for v in r.failures]
+    if failures:
+        _progress("failed: " + ", ".join(failures))
+        return 1
+    return 0
+
+
+def _run_backend(
+    backend: str,
+    directory: Path,
+    scale: Scale,
+    rounds: int,
+    workloads: list[str],
+    servers: dict[str, str],
+) -> list[WorkloadResult]:
+    results = []
+    with throwaway_database(backend, directory) as url:
+        _progress(f"{backend}: migrating {url.render_as_string()}")
+        migrations.upgrade(url)
+        stack = Stack.open(backend, url)
+        try:
+            servers[backend] = stack.raw.server_version()
+            stack.warm_up()
+            for key in (key for key in WORKLOADS if key in workloads):
+                workload = WORKLOADS[key](stack, scale)
+                results.append(run_workload(workload, backend, rounds, _progress))
+        finally:
+            stack.close()
+    return results
+
+
+def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark userstore against raw drivers, SQLAlchemy and advanced-alchemy.",
+    )
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument(
+        "--backends",
+        type=_choices(BACKENDS),
+        default=list(BACKENDS),
+        help="comma-separated, from: " + ",".join(BACKENDS),
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        help="rounds per workload (default: 5 at full scale, 1 at tiny)",
+    )
+    parser.add_argument(
+        "--workloads",
+        type=_choices(tuple(WORKLOADS)),
+        default=list(WORKLOADS),
+        help="comma-separated, from: " + ",".join(WORKLOADS),
+    )
+    parser.add_argument("--output", type=Path, help="also write the report to this Markdown file")
+    return parser.parse_args(argv)
+
+
+def _choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    def parse(value: str) -> list[str]:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list from {','.join(allowed)}, got {value!r}"
+            )
+        return list(dict.fromkeys(names))
+
+    return parse
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

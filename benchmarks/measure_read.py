@@ -1,0 +1,45 @@
+"""Run one W4 variant in this fresh process and print its time and peak RSS growth as JSON.
+
+Started by the W4 workload (``python -m benchmarks.measure_read``), never by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from sqlalchemy import make_url
+
+from benchmarks import memory
+from benchmarks.framework import BenchmarkError
+from benchmarks.stack import Stack
+from benchmarks.workloads.read_all import READERS, expected_tally
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--variant", required=True, choices=sorted(READERS))
+    parser.add_argument("--rows", required=True, type=int)
+    args = parser.parse_args()
+
+    stack = Stack.open(args.backend, make_url(args.url))
+    try:
+        stack.warm_up()
+        read = READERS[args.variant]
+        baseline = memory.start()
+        started = time.perf_counter()
+        tally = read(stack)
+        seconds = time.perf_counter() - started
+        growth = memory.peak_growth(baseline)
+    finally:
+        stack.close()
+    if tally != expected_tally(args.rows):
+        raise BenchmarkError(f"read (rows, sum) {tally}, expected {expected_tally(args.rows)}")
+    print(json.dumps({"seconds": seconds, "rss_growth": growth}))
+
+
+if __name__ == "__main__":
+    main()
