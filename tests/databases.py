@@ -102,3 +102,31 @@ def migrated_database(backend: str, tmp_path: Path) -> Iterator[URL]:
         finally:
             engine.dispose()
         yield url
+
+
+_OWN_CONNECTION_ID: Final = {
+    "postgresql": "SELECT pg_backend_pid()",
+    "mariadb": "SELECT CONNECTION_ID()",
+}
+_KILL: Final = {
+    "postgresql": "SELECT pg_terminate_backend(:id)",
+    "mariadb": "KILL :id",
+}
+
+
+def connection_id(connection: sqlalchemy.Connection, backend: str) -> int:
+    """The server's id for ``connection`` (PostgreSQL backend pid, MariaDB connection id)."""
+    return int(connection.exec_driver_sql(_OWN_CONNECTION_ID[backend]).scalar_one())
+
+
+def kill_connections(url: URL, backend: str, server_ids: set[int]) -> None:
+    """Kill server connections from outside, as an operator or a crash would."""
+    admin = sqlalchemy.create_engine(
+        url, poolclass=sqlalchemy.NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with admin.connect() as connection:
+            for server_id in server_ids:
+                connection.execute(sqlalchemy.text(_KILL[backend]), {"id": server_id})
+    finally:
+        admin.dispose()

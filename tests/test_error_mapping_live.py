@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy
 from sqlalchemy import URL, Engine, text
 from sqlalchemy import exc as sa_exc
 
 import userstore
-from tests.databases import migrated_database
+from tests.databases import connection_id, kill_connections, migrated_database
 from userstore import TransientDatabaseError, User, UserRepository, UserStoreError
 from userstore.db_errors import ERROR_RULES, ErrorRule, backend_of, driver_error_code
 from userstore.engine import MARIADB_SESSION_SETUP
@@ -51,22 +50,8 @@ class Live:
 
     def kill(self, repo: UserRepository) -> None:
         """Kill the server connection under ``repo``'s open transaction."""
-        connection = repo.session.connection()
-        own_id = (
-            "SELECT pg_backend_pid()" if self.dialect == "postgresql" else "SELECT CONNECTION_ID()"
-        )
-        server_id = connection.execute(text(own_id)).scalar()
-        admin = sqlalchemy.create_engine(self.url, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as connection:
-                kill = (
-                    "SELECT pg_terminate_backend(:id)"
-                    if self.dialect == "postgresql"
-                    else "KILL :id"
-                )
-                connection.execute(text(kill), {"id": server_id})
-        finally:
-            admin.dispose()
+        server_id = connection_id(repo.session.connection(), self.dialect)
+        kill_connections(self.url, self.dialect, {server_id})
 
     @property
     def dialect(self) -> str:

@@ -18,7 +18,7 @@ import sqlalchemy
 from sqlalchemy import URL, make_url, text
 
 import userstore
-from tests.databases import SERVER_URLS, migrated_database
+from tests.databases import SERVER_URLS, kill_connections, migrated_database
 from userstore import TransientDatabaseError, User, UserRepository
 
 SERVERS = ["postgresql", "mariadb"]
@@ -56,16 +56,7 @@ class Server:
             admin.dispose()
 
     def kill(self, server_ids: set[int]) -> None:
-        kill = {"postgresql": "SELECT pg_terminate_backend(:id)", "mariadb": "KILL :id"}
-        admin = sqlalchemy.create_engine(
-            self.url, poolclass=sqlalchemy.NullPool, isolation_level="AUTOCOMMIT"
-        )
-        try:
-            with admin.connect() as connection:
-                for server_id in server_ids:
-                    connection.execute(text(kill[self.backend]), {"id": server_id})
-        finally:
-            admin.dispose()
+        kill_connections(self.url, self.backend, server_ids)
 
 
 @pytest.fixture

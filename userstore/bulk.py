@@ -21,6 +21,7 @@ from typing import Any, Final, TypeAlias, cast
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
+from userstore.db_errors import backend_of
 from userstore.errors import InvalidUserError
 from userstore.models import User
 from userstore.timestamps import MARIADB_UTC_NOW, SQLITE_UTC_NOW
@@ -135,7 +136,7 @@ def last_of_each_name(batch: Batch) -> Batch:
 
 _INSERT_SQL: Final = {
     "sqlite": "INSERT INTO users (name, number) VALUES (?, ?)",
-    "mysql": "INSERT INTO users (name, number) VALUES (%s, %s)",
+    "mariadb": "INSERT INTO users (name, number) VALUES (%s, %s)",
 }
 _COPY_SQL: Final = "COPY users (name, number) FROM STDIN"
 
@@ -145,7 +146,7 @@ def insert_batch(connection: Connection, batch: Batch) -> None:
     if connection.dialect.name == "postgresql":
         _copy(connection, batch)
     else:
-        connection.exec_driver_sql(_INSERT_SQL[_family(connection)], batch)
+        connection.exec_driver_sql(_INSERT_SQL[backend_of(connection.dialect.name)], batch)
 
 
 def _copy(connection: Connection, batch: Batch) -> None:
@@ -221,13 +222,13 @@ _MARIADB_UPSERT: Final = (
 
 def upsert_batch(connection: Connection, batch: Batch) -> UpsertResult:
     """Insert or update one batch (names unique within it) in one native statement."""
-    family = _family(connection)
-    if family == "postgresql":
+    backend = backend_of(connection.dialect.name)
+    if backend == "postgresql":
         names = [name for name, _ in batch]
         numbers = [number for _, number in batch]
         inserted, updated = connection.exec_driver_sql(_POSTGRESQL_UPSERT, (names, numbers)).one()
         return UpsertResult(inserted, updated, len(batch) - inserted - updated)
-    if family == "sqlite":
+    if backend == "sqlite":
         return _sqlite_upsert(connection, batch)
     connection.exec_driver_sql("SET @userstore_matched = 0, @userstore_changed = 0")
     connection.exec_driver_sql(_MARIADB_UPSERT, batch)
@@ -249,8 +250,3 @@ def _sqlite_upsert(connection: Connection, batch: Batch) -> UpsertResult:
     dbapi_connection.create_function(_SQLITE_COUNTER, 1, count_update)
     written = connection.exec_driver_sql(_SQLITE_UPSERT, batch).rowcount
     return UpsertResult(written - updates, updates, len(batch) - written)
-
-
-def _family(connection: Connection) -> str:
-    name = connection.dialect.name
-    return "mysql" if name in ("mysql", "mariadb") else name

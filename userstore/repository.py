@@ -232,19 +232,14 @@ class UserRepository:
                 unit of work was rolled back, so nothing of this call is written.
             DatabaseError: the database failed; the unit of work was rolled back.
         """
-        batches = validated_batches(users, batch_size)
-        if isinstance(users, Sequence):
-            batches = iter(builtins.list(batches))  # every row validated before any SQL
-        self._send(self._session.flush)
         inserted = 0
-        try:
-            for batch in batches:
-                self._insert_batch(batch)
-                inserted += len(batch)
-                self._expire_loaded(name for name, _ in batch)
-        except InvalidUserError:
-            self._discard_unit_of_work()
-            raise
+
+        def insert(batch: Batch) -> None:
+            nonlocal inserted
+            self._insert_batch(batch)
+            inserted += len(batch)
+
+        self._write_in_batches(users, batch_size, insert)
         return inserted
 
     def _insert_batch(self, batch: Batch) -> None:
@@ -254,14 +249,35 @@ class UserRepository:
             with self._session.begin_nested():
                 insert_batch(self._session.connection(), batch)
         except sa_exc.SQLAlchemyError as exc:
-            error_class = classify(exc, self._session.get_bind().dialect.name)
-            if error_class is not DuplicateUserError:
+            if classify(exc, self._session.get_bind().dialect.name) is not DuplicateUserError:
                 raise self._failure(exc) from exc
             names = [name for name, _ in batch]
-            repeated = [name for name, seen in Counter(names).items() if seen > 1]
-            taken = repeated[0] if repeated else self._first_stored(names)
+            raise DuplicateUserError(
+                self._find_duplicate(
+                    names, written_earlier=frozenset(), deleted_earlier=frozenset()
+                )
+            ) from exc
+
+    def _write_in_batches(
+        self, rows: Iterable[Row], batch_size: int, write: Callable[[Batch], None]
+    ) -> None:
+        """Validate rows batch by batch and write each; any bad row undoes the whole call.
+
+        A sequence is validated whole before any SQL; other iterables a batch
+        at a time, so memory stays flat. Staged changes are flushed first, so
+        they keep their place ahead of the bulk rows.
+        """
+        batches = validated_batches(rows, batch_size)
+        if isinstance(rows, Sequence):
+            batches = iter(builtins.list(batches))
+        self._send(self._session.flush)
+        try:
+            for batch in batches:
+                write(batch)
+                self._expire_loaded(name for name, _ in batch)
+        except InvalidUserError:
             self._discard_unit_of_work()
-            raise DuplicateUserError(taken or names[0]) from exc
+            raise
 
     def upsert(self, name: str, number: int | None) -> User:
         """Insert the user, or set its number if the name exists, in one native statement.
@@ -303,23 +319,19 @@ class UserRepository:
             InvalidUserError: a row is invalid (the message names its position).
             DatabaseError: the database failed; the unit of work was rolled back.
         """
-        batches = validated_batches(rows, batch_size)
-        if isinstance(rows, Sequence):
-            batches = iter(builtins.list(batches))
-        self._send(self._session.flush)
-        inserted = updated = unchanged = 0
-        try:
-            for batch in batches:
-                unique = last_of_each_name(batch)
-                result = self._send(upsert_batch, self._session.connection(), unique)
-                inserted += result.inserted
-                updated += result.updated
-                unchanged += result.unchanged
-                self._expire_loaded(name for name, _ in unique)
-        except InvalidUserError:
-            self._discard_unit_of_work()
-            raise
-        return UpsertResult(inserted, updated, unchanged)
+        totals = UpsertResult(0, 0, 0)
+
+        def upsert(batch: Batch) -> None:
+            nonlocal totals
+            result = self._send(upsert_batch, self._session.connection(), last_of_each_name(batch))
+            totals = UpsertResult(
+                totals.inserted + result.inserted,
+                totals.updated + result.updated,
+                totals.unchanged + result.unchanged,
+            )
+
+        self._write_in_batches(rows, batch_size, upsert)
+        return totals
 
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[User]:
         """Yield every user in name order, holding only one batch in memory.
