@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from userstore.engine import create_engine
+from userstore.engine import create_engine, write_intent
 from userstore.migration_env import configure_options, migration_lock, migration_url
 from userstore.models import Base
 
@@ -44,7 +44,8 @@ def _run_on(connection: Connection) -> None:
         target_metadata=target_metadata,
         **configure_options(connection.dialect.name),
     )
-    with context.begin_transaction(), migration_lock(connection):
+    # On SQLite the migration transaction takes the write lock up front: it is the lock.
+    with write_intent(), context.begin_transaction(), migration_lock(connection):
         context.run_migrations()
 
 

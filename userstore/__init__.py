@@ -9,7 +9,9 @@ through :class:`UserRepository`. Every error derives from
 from userstore.bulk import UpsertResult
 from userstore.engine import create_engine, create_session_factory
 from userstore.errors import (
+    ConfigurationError,
     DatabaseError,
+    DatabaseUnavailableError,
     DuplicateUserError,
     InvalidUserError,
     MigrationError,
@@ -23,7 +25,9 @@ from userstore.models import User
 from userstore.repository import UserRepository
 
 __all__ = [
+    "ConfigurationError",
     "DatabaseError",
+    "DatabaseUnavailableError",
     "DuplicateUserError",
     "InvalidUserError",
     "MigrationError",

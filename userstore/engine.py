@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Final
 
 import sqlalchemy
@@ -101,6 +104,26 @@ def create_session_factory(engine: Engine) -> sessionmaker[Session]:
         A ``sessionmaker`` bound to ``engine``.
     """
     return sessionmaker(bind=engine, autoflush=True, expire_on_commit=True)
+
+
+_WRITE_INTENT: ContextVar[bool] = ContextVar("userstore_sqlite_write_intent", default=False)
+
+
+@contextmanager
+def write_intent() -> Iterator[None]:
+    """Declare that a transaction begun inside this block is going to write.
+
+    On SQLite, a transaction begun while this is active starts with
+    ``BEGIN IMMEDIATE`` (it waits for the write lock up front, so it cannot
+    fail later on the upgrade from reading to writing); every other SQLite
+    transaction starts deferred, so readers never wait. Other backends
+    ignore it. It affects only a transaction that begins inside the block.
+    """
+    token = _WRITE_INTENT.set(True)
+    try:
+        yield
+    finally:
+        _WRITE_INTENT.reset(token)
 
 
 def _is_file_database(url: URL) -> bool:

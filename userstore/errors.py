@@ -61,6 +61,25 @@ class TransientDatabaseError(DatabaseError):
     """
 
 
+class DatabaseUnavailableError(TransientDatabaseError):
+    """The database could not be reached: connection refused, host down, server restarting.
+
+    Raised when a connection cannot be opened at all. Nothing was sent; the
+    app may retry once the server is back (during a restart or a failover).
+    Bad credentials or a database that does not exist are plain
+    :class:`DatabaseError`: retrying will not fix them.
+    """
+
+
+class ConfigurationError(UserStoreError, ValueError):
+    """userstore was given a setting it cannot work with; nothing was sent.
+
+    A malformed database URL, a driver userstore does not support, a driver
+    that is not installed (the message names the extra to install), or an
+    engine option that would break userstore's guarantees.
+    """
+
+
 class MigrationError(UserStoreError):
     """A migration command could not run, for example given an unknown revision."""
 
