@@ -1,7 +1,7 @@
 """The DB-API drivers used directly, with the connection settings userstore's engine applies.
 
 SQLite gets the same busy timeout, ``PRAGMA`` settings (WAL) and ``BEGIN
-IMMEDIATE`` transactions; MariaDB the same charset, session setup and READ
+`` (deferred) transactions; MariaDB the same charset, session setup and READ
 COMMITTED isolation; psycopg its defaults, as in userstore. So a ratio to a
 raw variant measures the library, not the settings.
 """
@@ -58,7 +58,7 @@ class RawConnection:
     def begin(self) -> None:
         """Start a transaction as userstore does (psycopg and PyMySQL begin implicitly)."""
         if self.backend == "sqlite":
-            self.connection.execute("BEGIN IMMEDIATE")
+            self.connection.execute("BEGIN")
 
     def commit(self) -> None:
         self.connection.commit()
@@ -158,8 +158,8 @@ class RawConnection:
 
 
 def _connect_sqlite(url: URL) -> sqlite3.Connection:
-    # As userstore.create_engine: sqlite3 leaves transactions to us (BEGIN
-    # IMMEDIATE in begin()), the same busy timeout and pragmas.
+    # As userstore.create_engine: sqlite3 leaves transactions to us (a deferred
+    # BEGIN in begin()), the same busy timeout and pragmas.
     connection = sqlite3.connect(
         url.database or "", timeout=SQLITE_BUSY_TIMEOUT_SECONDS, isolation_level=None
     )

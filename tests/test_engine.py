@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import threading
+import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, make_url
+import sqlalchemy
+from sqlalchemy import URL, Engine, make_url, text
 
 import userstore
 from tests.databases import migrated_database
 from tests.schema import create_schema
-from userstore import User, UserRepository, create_session_factory
+from userstore import ConfigurationError, User, UserRepository, create_session_factory
 from userstore.engine import DEFAULT_DATABASE_URL, resolve_url
 
 
@@ -32,8 +33,10 @@ def test_the_url_comes_from_the_argument_then_the_environment_then_the_default(
         ("postgresql://u@h/db", "postgresql+psycopg"),
         ("mariadb://u@h/db", "mariadb+pymysql"),
         ("mysql://u@h/db", "mysql+pymysql"),
-        ("postgresql+psycopg2://u@h/db", "postgresql+psycopg2"),
+        ("postgres://u@h/db", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg"),
         ("sqlite:///x.db", "sqlite"),
+        ("sqlite+pysqlite:///x.db", "sqlite"),
     ],
 )
 def test_server_urls_without_a_driver_get_psycopg_or_pymysql(given: str, driver: str):
@@ -61,46 +64,6 @@ def test_an_in_memory_sqlite_database_works_like_the_notebook():
             assert repo.get("Jenny") is jenny
             repo.commit()
             assert repr(repo.get("Jenny")) == "User(name=Jenny, number=8675309)"
-    finally:
-        engine.dispose()
-
-
-def test_sqlite_transactions_that_read_then_write_wait_instead_of_failing_busy(tmp_path: Path):
-    engine = userstore.create_engine(f"sqlite:///{tmp_path / 'race.db'}")
-    create_schema(engine)
-    factory = create_session_factory(engine)
-    first_has_read = threading.Event()
-    errors: list[BaseException] = []
-
-    def read_then_write(name: str, wait_for_other: bool) -> None:
-        try:
-            with factory() as session:
-                repo = UserRepository(session)
-                if wait_for_other:
-                    first_has_read.wait(5)
-                repo.count()  # the read
-                if not wait_for_other:
-                    first_has_read.set()
-                    threading.Event().wait(0.3)  # let the other try to get in
-                repo.add(User(name=name, number=repo.count()))
-                repo.commit()
-        except BaseException as exc:  # reported to the main thread below
-            errors.append(exc)
-
-    threads = [
-        threading.Thread(target=read_then_write, args=("first", False)),
-        threading.Thread(target=read_then_write, args=("second", True)),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    try:
-        assert errors == []
-        with factory() as session:
-            stored = {(u.name, u.number) for u in UserRepository(session).list()}
-        # Serialized: the second counted after the first committed.
-        assert stored == {("first", 0), ("second", 1)}
     finally:
         engine.dispose()
 
@@ -200,3 +163,72 @@ def test_mariadb_sends_no_rollback_when_a_committed_connection_returns(tmp_path:
             engine.dispose()
 
     assert after == before
+
+
+_LOCK_THE_ROW_AT_ONCE = {
+    "sqlite": "UPDATE users SET number = 3 WHERE name = 'locked'",
+    "postgresql": "SELECT name FROM users WHERE name = 'locked' FOR UPDATE NOWAIT",
+    "mariadb": "SELECT name FROM users WHERE name = 'locked' FOR UPDATE",
+}
+_DONT_WAIT = {
+    "sqlite": {"connect_args": {"timeout": 0.2}},
+    "postgresql": {},
+    "mariadb": {"connect_args": {"init_command": "SET innodb_lock_wait_timeout = 1"}},
+}
+
+
+@pytest.mark.parametrize("through", ["raw connection", "session"])
+def test_a_connection_given_back_after_a_failed_statement_holds_no_lock(
+    backend: str, engine: Engine, database_url: URL, empty_table: None, through: str
+):
+    with engine.begin() as connection:
+        connection.exec_driver_sql("INSERT INTO users (name, number) VALUES ('locked', 1)")
+    duplicate = "INSERT INTO users (name, number) VALUES ('locked', 2)"
+    # The failing statement opens the transaction: the duplicate-key check
+    # locks the stored row, and the driver's last OK reply said "no transaction".
+    if through == "raw connection":
+        raw = engine.raw_connection()
+        cursor = raw.cursor()
+        with pytest.raises(Exception, match=r"(?i)duplicate|unique"):
+            cursor.execute(duplicate)
+        cursor.close()
+        raw.close()
+    else:
+        with create_session_factory(engine)() as session, pytest.raises(userstore.DatabaseError):
+            session.execute(text(duplicate))
+
+    impatient = sqlalchemy.create_engine(database_url, **_DONT_WAIT[backend])
+    try:
+        with impatient.begin() as connection:
+            connection.exec_driver_sql(_LOCK_THE_ROW_AT_ONCE[backend])
+    finally:
+        impatient.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "postgresql+psycopg2://u@h/db",
+            "driver 'psycopg2'.*postgresql\\+psycopg",
+        ),
+        ("mariadb+mariadbconnector://u@h/db", "does not support the driver.*mariadb\\+pymysql"),
+        ("oracle://u@h/db", "SQLite, PostgreSQL or MariaDB"),
+        ("not a url at all", "not a database URL"),
+    ],
+)
+def test_a_url_userstore_cannot_use_is_refused_before_connecting(url: str, message: str):
+    with pytest.raises(ConfigurationError, match=message):
+        userstore.create_engine(url)
+
+
+def test_a_missing_driver_is_refused_naming_the_extra_to_install(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+
+    with pytest.raises(ConfigurationError, match=r"pip install 'userstore\[postgresql\]'"):
+        userstore.create_engine("postgresql://u@h/db")
+
+
+def test_an_engine_option_sqlalchemy_rejects_is_a_configuration_error():
+    with pytest.raises(ConfigurationError, match="no_such_option"):
+        userstore.create_engine("sqlite://", no_such_option=1)

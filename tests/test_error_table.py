@@ -7,13 +7,20 @@ import pymysql
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from userstore import DatabaseError, DuplicateUserError, TransientDatabaseError
-from userstore.db_errors import ERROR_RULES, ErrorRule, classify
+from userstore import (
+    DatabaseError,
+    DatabaseUnavailableError,
+    DuplicateUserError,
+    TransientDatabaseError,
+)
+from userstore.db_errors import ERROR_RULES, NO_CODE_WHILE_CONNECTING, ErrorRule, classify
 
 
 def _wrapped(rule: ErrorRule) -> sa_exc.DBAPIError:
-    if rule.backend == "postgresql":
-        orig: Exception = psycopg.errors.lookup(str(rule.code))()
+    if rule.code == NO_CODE_WHILE_CONNECTING:
+        orig: Exception = psycopg.OperationalError("connection refused")
+    elif rule.backend == "postgresql":
+        orig = psycopg.errors.lookup(str(rule.code))()
     elif rule.backend == "mariadb":
         orig = pymysql.err.OperationalError(rule.code, rule.meaning)
     else:
@@ -31,7 +38,14 @@ def _sqlite_error(name: str) -> Exception:
 @pytest.mark.parametrize("rule", ERROR_RULES, ids=lambda r: f"{r.backend}-{r.code}")
 def test_each_rule_maps_its_class_and_code(rule: ErrorRule):
     dialect = {"postgresql": "postgresql", "mariadb": "mysql", "sqlite": "sqlite"}[rule.backend]
-    assert classify(_wrapped(rule), dialect) is rule.maps_to
+    connecting = rule.code == NO_CODE_WHILE_CONNECTING
+    assert classify(_wrapped(rule), dialect, connecting=connecting) is rule.maps_to
+
+
+def test_a_server_error_without_a_code_is_unavailable_only_while_connecting():
+    refused = sa_exc.OperationalError("SQL", {}, psycopg.OperationalError("refused"))
+    assert classify(refused, "postgresql", connecting=True) is DatabaseUnavailableError
+    assert classify(refused, "postgresql") is DatabaseError
 
 
 def test_pymysql_errors_are_matched_by_error_number_not_by_their_generic_sqlstate():

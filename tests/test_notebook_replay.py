@@ -43,8 +43,8 @@ class EchoedStatements:
 
 
 def _begin(backend: str) -> list[str]:
-    # SQLite's engine opens every transaction with BEGIN IMMEDIATE (see engine.py).
-    return ["BEGIN (implicit)", "BEGIN IMMEDIATE"] if backend == "sqlite" else ["BEGIN (implicit)"]
+    # SQLite's engine sends its own deferred BEGIN (see userstore/sqlite.py).
+    return ["BEGIN (implicit)", "BEGIN"] if backend == "sqlite" else ["BEGIN (implicit)"]
 
 
 def test_the_seed_notebook_runs_cell_by_cell_through_the_repository(
@@ -78,7 +78,11 @@ def test_the_seed_notebook_runs_cell_by_cell_through_the_repository(
         jenny_from_db = repo.get("Jenny")
         assert echoed.take() == [
             *_begin(backend),
-            "INSERT INTO users (name, number) VALUES (?, ?)",
+            # The database's timestamps come back with the INSERT (RETURNING).
+            "INSERT INTO users (name, number) VALUES (?, ?) RETURNING users.created_at, "
+            "users.updated_at"
+            if backend != "sqlite"
+            else "INSERT INTO users (name, number) VALUES (?, ?) RETURNING created_at, updated_at",
             SELECT_JENNY,
         ]
         assert repr(jenny_from_db) == "User(name=Jenny, number=8675309)"

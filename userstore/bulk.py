@@ -24,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 from userstore.db_errors import backend_of
 from userstore.errors import InvalidUserError
 from userstore.models import User
-from userstore.timestamps import MARIADB_UTC_NOW, SQLITE_UTC_NOW
+from userstore.timestamps import MARIADB_UTC_NOW, POSTGRESQL_UTC_NOW, SQLITE_UTC_NOW
 from userstore.validation import (
     CONTROL_CHARACTER,
     NAME_MAX_LENGTH,
@@ -56,14 +56,19 @@ class UpsertResult:
     unchanged: int
 
 
+def check_batch_size(batch_size: object) -> None:
+    """Raise :class:`InvalidUserError` unless ``batch_size`` is a positive int."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidUserError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
 def validated_batches(rows: Iterable[Row], batch_size: int) -> Iterator[Batch]:
     """Yield ``(name, number)`` batches, each row validated before its batch is yielded.
 
     Raises:
         InvalidUserError: naming the position of the first bad row.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidUserError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_batch_size(batch_size)
     iterator = iter(rows)
     start = 0
     while chunk := list(islice(iterator, batch_size)):
@@ -198,7 +203,8 @@ _POSTGRESQL_UPSERT: Final = (
     "WITH upserted AS ("
     " INSERT INTO users (name, number)"
     " SELECT * FROM unnest(%s::varchar[], %s::integer[])"
-    " ON CONFLICT (name) DO UPDATE SET number = excluded.number, updated_at = now()"
+    " ON CONFLICT (name) DO UPDATE SET number = excluded.number,"
+    f" updated_at = {POSTGRESQL_UTC_NOW}"
     " WHERE users.number IS DISTINCT FROM excluded.number"
     " RETURNING xmax = 0 AS inserted)"
     " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"

@@ -47,9 +47,22 @@ class DuplicateUserError(UserStoreError):
 class DatabaseError(UserStoreError):
     """The database failed the unit of work for a reason that retrying will not fix.
 
-    The unit of work has been rolled back and the repository is usable again.
-    The original driver exception is chained as ``__cause__``.
+    Raised by a repository call, the unit of work has been rolled back and
+    the repository is usable again. The original driver exception is chained
+    (``__cause__``, or its ``__cause__``).
+
+    Attributes:
+        code: The SQLSTATE (PostgreSQL), error number (MariaDB) or extended
+            result name (SQLite) of the failure, when the driver gave one.
+        backend: ``"sqlite"``, ``"postgresql"`` or ``"mariadb"``, when known.
     """
+
+    def __init__(
+        self, message: str, *, code: str | int | None = None, backend: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.backend = backend
 
 
 class TransientDatabaseError(DatabaseError):

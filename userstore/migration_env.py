@@ -64,7 +64,7 @@ def configure_options(dialect_name: str) -> dict[str, Any]:
     """Options for ``context.configure`` on the given backend.
 
     SQLite runs every revision in one transaction (our engine's BEGIN
-    IMMEDIATE makes its DDL transactional) and alters tables in batch mode.
+    IMMEDIATE, asked for by env.py, makes its DDL transactional) and alters tables in batch mode.
     MariaDB cannot roll DDL back, so each revision commits on its own.
     """
     return {
@@ -85,7 +85,8 @@ def migration_lock(connection: Connection) -> Iterator[None]:
     PostgreSQL: a transaction-level advisory lock, released when the
     migration transaction ends. MariaDB: ``GET_LOCK`` on a name per
     database, released afterwards (or when the session dies). SQLite: the
-    write lock that the engine's ``BEGIN IMMEDIATE`` already holds.
+    write lock that the migration's ``BEGIN IMMEDIATE`` already holds (env.py
+    begins it under :func:`userstore.engine.write_intent`).
     Whoever waited then reads the version table anew and finds nothing to do.
     """
     dialect = connection.dialect.name

@@ -76,10 +76,13 @@ class User(Base):
 
     __tablename__ = "users"
     __table_args__: Any = MARIADB_TABLE_OPTIONS
-    # Server defaults are loaded when first read, not fetched with RETURNING at
-    # insert time: RETURNING would move every insert onto a slower path.
+    # The database's timestamps come back with the INSERT or UPDATE that set
+    # them (RETURNING where the backend has it, else a SELECT in the same
+    # flush), so a user is complete once written: readable after commit and
+    # after its session closes, with no lazy load ever (which would fail on a
+    # closed session, or in async code).
     # (Typed as DeclarativeBase declares it; a ClassVar would clash with that.)
-    __mapper_args__: Any = {"eager_defaults": False}  # noqa: RUF012
+    __mapper_args__: Any = {"eager_defaults": True}  # noqa: RUF012
 
     name: Mapped[str] = mapped_column(NAME_TYPE, primary_key=True)
     number: Mapped[int | None] = mapped_column(Integer)

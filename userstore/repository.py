@@ -3,33 +3,37 @@
 from __future__ import annotations
 
 import builtins
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import islice
 from typing import Final, ParamSpec, TypeVar
 
-from sqlalchemy import Integer, bindparam, event, exists, func, inspect, select
+from sqlalchemy import Integer, bindparam, exists, func, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import exc as orm_exc
 
+from userstore import duplicates
 from userstore.bulk import (
     DEFAULT_BATCH_SIZE,
     Batch,
     Row,
     UpsertResult,
+    check_batch_size,
     insert_batch,
     last_of_each_name,
     upsert_batch,
     validated_batches,
 )
-from userstore.db_errors import classify
+from userstore.db_errors import classify, is_unique_violation
 from userstore.errors import (
+    DatabaseError,
     DuplicateUserError,
     InvalidUserError,
+    TransientDatabaseError,
     UserNotFoundError,
     UserStoreError,
 )
 from userstore.models import User
+from userstore.sqlite import write_intent
 from userstore.validation import validate_limit, validate_name, validate_number
 
 # Statements are built once: building a select() per call costs more than
@@ -45,8 +49,13 @@ _LIST_STATEMENTS: Final = {
     (False, True): _PAGE.limit(_LIMIT),
     (True, True): _PAGE_AFTER.limit(_LIMIT),
 }
-_NAMES_PRESENT: Final = select(User.name).where(User.name.in_(bindparam("names", expanding=True)))
-_NAME_LOOKUP_CHUNK: Final = 500
+# Reads refresh users this session already holds: they see the database.
+_FRESH: Final = {"populate_existing": True}
+# What a failed database call can raise: SQLAlchemy's own errors (pool, ORM)
+# and the engine's translated ones.
+_FAILURES: Final = (sa_exc.SQLAlchemyError, DatabaseError)
+# A user changed in this unit of work was deleted or renamed by another one.
+_CONFLICTS: Final = (orm_exc.StaleDataError, orm_exc.ObjectDeletedError)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -68,20 +77,8 @@ class UserRepository:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        # To name the user behind a duplicate after the rollback has erased
-        # the evidence, note what each flush sends and what this transaction
-        # has already written (a rollback takes those rows back too).
-        self._flushing_names: builtins.list[str] = []
-        self._written_names: set[str] = set()
-        self._deleted_names: set[str] = set()
-        # (The failing flush's own rollback clears both sets before we get to
-        # look, so each flush starts by keeping a copy.)
-        self._written_before_flush: frozenset[str] = frozenset()
-        self._deleted_before_flush: frozenset[str] = frozenset()
-        event.listen(session, "before_flush", self._note_flushing_names)
-        event.listen(session, "after_flush", self._note_written_names)
-        event.listen(session, "after_commit", self._forget_written_names)
-        event.listen(session, "after_soft_rollback", self._forget_written_names)
+        # Shared by every repository on this session; see userstore.duplicates.
+        self._ledger = duplicates.ledger(session)
 
     @property
     def session(self) -> Session:
@@ -98,41 +95,63 @@ class UserRepository:
             The same object, now pending in the session.
 
         Raises:
-            InvalidUserError: ``user`` is not a ``User`` or its fields are invalid.
+            InvalidUserError: ``user`` is not a ``User``, its fields are
+                invalid, or it belongs to another open session.
             DuplicateUserError: this session holds another ``User`` of this
                 name and the database confirms it is stored; the unit of work
                 was rolled back.
         """
         if not isinstance(user, User):
             raise InvalidUserError(f"add() takes a User, got {type(user).__name__}")
+        owner = inspect(user).session
+        if owner is not None and owner is not self._session:
+            raise InvalidUserError(
+                f"User {user.name!r} belongs to another session; add it there, or build a new User"
+            )
         name = user.name
         if name is None:
             raise InvalidUserError("name is required, got None")
         validate_name(name)
         validate_number(user.number)
-        existing = self._session.identity_map.get(Session.identity_key(User, (name,)))
+        key = Session.identity_key(User, (name,))
+        existing = self._session.identity_map.get(key)
         if existing is not None and existing is not user and not inspect(existing).deleted:
-            self._resolve_identity_conflict(existing, name)
+            self._resolve_identity_conflict(key, name)
         self._session.add(user)
         return user
 
-    def _resolve_identity_conflict(self, existing: User, name: str) -> None:
+    def _resolve_identity_conflict(self, key: object, name: str) -> None:
         """Handle an add() whose name belongs to a user this session has loaded.
 
         SQLAlchemy would warn and then send an INSERT bound to fail, so the
-        database is asked directly: if the user is stored, this is a
-        duplicate; if another transaction deleted it, the stale object goes.
+        database is asked (after flushing, so a pending rename of the loaded
+        user counts): if the name is stored, this is a duplicate. If not, and
+        the loaded user still holds the name, another transaction deleted its
+        row: the stale object, which the flush showed has no unwritten
+        change, leaves the session.
         """
         if self.exists(name):
             self._discard_unit_of_work()
             raise DuplicateUserError(name)
-        self._session.expunge(existing)
+        identity_map = self._session.identity_map
+        stale = identity_map.get(key)  # type: ignore[arg-type]
+        if stale is None:
+            return
+        if inspect(stale).key != key:
+            # The loaded user was renamed by the flush above, but SQLAlchemy
+            # left it filed under its old name too (it does when it re-reads
+            # the renamed row's server values, as on MariaDB): drop that
+            # entry, never the user and its changes.
+            identity_map._dict.pop(key, None)
+        elif not inspect(stale).deleted:
+            self._session.expunge(stale)
 
     def get(self, name: str) -> User | None:
         """Return the user called ``name``, or ``None``.
 
-        Staged changes are flushed first. A user already loaded in this
-        session is returned as the very same object.
+        Staged changes are flushed first. The row is always read from the
+        database; a user already loaded in this session is returned as the
+        very same object, refreshed.
 
         Raises:
             InvalidUserError: ``name`` is not a valid name.
@@ -140,7 +159,7 @@ class UserRepository:
             DatabaseError: the database failed; the unit of work was rolled back.
         """
         validate_name(name)
-        return self._send(self._session.get, User, name)
+        return self._send(self._session.get, User, name, populate_existing=True)
 
     def get_one(self, name: str) -> User:
         """Return the user called ``name``.
@@ -163,7 +182,7 @@ class UserRepository:
             DatabaseError: the database failed; the unit of work was rolled back.
         """
         validate_name(name)
-        return bool(self._send(self._session.scalar, _EXISTS, {"name": name}))
+        return bool(self._send(self._flushed(self._session.scalar), _EXISTS, {"name": name}))
 
     def count(self) -> int:
         """Return the number of users, staged ones included.
@@ -171,7 +190,7 @@ class UserRepository:
         Raises:
             DatabaseError: the database failed; the unit of work was rolled back.
         """
-        return int(self._send(self._session.scalar, _COUNT) or 0)
+        return int(self._send(self._flushed(self._session.scalar), _COUNT) or 0)
 
     def delete(self, name: str) -> None:
         """Delete the user called ``name`` within the current unit of work.
@@ -181,9 +200,10 @@ class UserRepository:
             InvalidUserError: ``name`` is not a valid name.
             DatabaseError: the database failed; the unit of work was rolled back.
         """
-        user = self.get_one(name)
-        self._session.delete(user)
-        self._send(self._session.flush)
+        with write_intent():  # SQLite: wait for the write lock before reading
+            user = self.get_one(name)
+            self._session.delete(user)
+            self._send(self._session.flush)
 
     def list(self, *, after: str | None = None, limit: int | None = None) -> builtins.list[User]:
         """Return users in Unicode code-point order of name, one keyset page at a time.
@@ -206,7 +226,11 @@ class UserRepository:
         validate_limit(limit)
         statement = _LIST_STATEMENTS[(after is not None, limit is not None)]
         parameters = {"after": after, "limit": limit}
-        return self._send(lambda: builtins.list(self._session.scalars(statement, parameters)))
+        return self._send(
+            lambda: builtins.list(
+                self._session.scalars(statement, parameters, execution_options=_FRESH)
+            )
+        )
 
     def add_many(self, users: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """Insert many users in this unit of work, at close to the driver's own speed.
@@ -226,8 +250,9 @@ class UserRepository:
             The number of users inserted.
 
         Raises:
-            InvalidUserError: a row is invalid (the message names its position);
-                the unit of work was rolled back if anything had been sent.
+            InvalidUserError: a row or ``batch_size`` is invalid (the message
+                names the row's position); nothing of this call is written,
+                and the rest of the unit of work is kept.
             DuplicateUserError: a name is taken or repeats in the input; the
                 unit of work was rolled back, so nothing of this call is written.
             DatabaseError: the database failed; the unit of work was rolled back.
@@ -244,40 +269,54 @@ class UserRepository:
 
     def _insert_batch(self, batch: Batch) -> None:
         # A savepoint per batch keeps the transaction alive after a conflict,
-        # so the offending name can still be looked up before rolling back.
+        # so the offending name is looked up where this call's earlier
+        # batches and the unit of work's earlier writes are all visible.
         try:
             with self._session.begin_nested():
                 insert_batch(self._session.connection(), batch)
-        except sa_exc.SQLAlchemyError as exc:
-            if classify(exc, self._session.get_bind().dialect.name) is not DuplicateUserError:
-                raise self._failure(exc) from exc
+        except _FAILURES as exc:
+            if not self._is_duplicate(exc):
+                raise
             names = [name for name, _ in batch]
-            raise DuplicateUserError(
-                self._find_duplicate(
-                    names, written_earlier=frozenset(), deleted_earlier=frozenset()
-                )
-            ) from exc
+            raise DuplicateUserError(duplicates.name_in_transaction(self._session, names)) from exc
+        self._ledger.note_bulk_write()
 
     def _write_in_batches(
         self, rows: Iterable[Row], batch_size: int, write: Callable[[Batch], None]
     ) -> None:
-        """Validate rows batch by batch and write each; any bad row undoes the whole call.
+        """Validate rows batch by batch and write each, all or nothing.
 
-        A sequence is validated whole before any SQL; other iterables a batch
-        at a time, so memory stays flat. Staged changes are flushed first, so
-        they keep their place ahead of the bulk rows.
+        A sequence is validated whole before any SQL. Other iterables are
+        validated a batch at a time, so memory stays flat, inside a savepoint:
+        a bad row takes back this call's earlier batches and keeps the rest
+        of the unit of work, as a bad row in a sequence does. Any database
+        failure rolls the whole unit of work back. Staged changes are flushed
+        first, so they keep their place ahead of the bulk rows.
         """
+        check_batch_size(batch_size)
         batches = validated_batches(rows, batch_size)
-        if isinstance(rows, Sequence):
+        sequence = isinstance(rows, Sequence)
+        if sequence:
             batches = iter(builtins.list(batches))
-        self._send(self._session.flush)
-        try:
-            for batch in batches:
-                write(batch)
-                self._expire_loaded(name for name, _ in batch)
-        except InvalidUserError:
-            self._discard_unit_of_work()
-            raise
+        with write_intent():  # SQLite: a bulk call waits for the write lock up front
+            self._send(self._session.flush)
+            try:
+                if sequence:
+                    self._write_each(batches, write)
+                else:
+                    with self._session.begin_nested():
+                        self._write_each(batches, write)
+            except (InvalidUserError, DuplicateUserError) as exc:
+                if isinstance(exc, DuplicateUserError):
+                    self._discard_unit_of_work()
+                raise
+            except _FAILURES as exc:
+                raise self._failure(exc) from exc
+
+    def _write_each(self, batches: Iterator[Batch], write: Callable[[Batch], None]) -> None:
+        for batch in batches:
+            write(batch)
+            self._expire_loaded(name for name, _ in batch)
 
     def upsert(self, name: str, number: int | None) -> User:
         """Insert the user, or set its number if the name exists, in one native statement.
@@ -323,7 +362,8 @@ class UserRepository:
 
         def upsert(batch: Batch) -> None:
             nonlocal totals
-            result = self._send(upsert_batch, self._session.connection(), last_of_each_name(batch))
+            result = upsert_batch(self._session.connection(), last_of_each_name(batch))
+            self._ledger.note_bulk_write()
             totals = UpsertResult(
                 totals.inserted + result.inserted,
                 totals.updated + result.updated,
@@ -338,20 +378,26 @@ class UserRepository:
 
         Rows stream through a server-side cursor on PostgreSQL and MariaDB (on
         MariaDB the connection is busy until the iteration ends). Users the
-        caller does not keep are freed as it goes.
+        caller does not keep are freed as it goes. Leaving the loop early (or
+        calling the iterator's ``close()``) releases the cursor.
 
         Raises:
-            InvalidUserError: ``batch_size`` is not a positive int.
+            InvalidUserError: ``batch_size`` is not a positive int (raised by
+                this call, before any iteration).
             DatabaseError: the database failed; the unit of work was rolled back.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidUserError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_batch_size(batch_size)
+        return self._iterate(batch_size)
+
+    def _iterate(self, batch_size: int) -> Iterator[User]:
         result = self._send(
-            self._session.scalars, _PAGE, execution_options={"yield_per": batch_size}
+            self._session.scalars,
+            _PAGE,
+            execution_options={"yield_per": batch_size, **_FRESH},
         )
         try:
             yield from result
-        except sa_exc.SQLAlchemyError as exc:
+        except _FAILURES as exc:
             raise self._failure(exc) from exc
         finally:
             result.close()
@@ -369,104 +415,107 @@ class UserRepository:
     def commit(self) -> None:
         """Write the unit of work atomically and start a new one.
 
+        Users stay readable after the commit (and after the session closes)
+        with the values just written.
+
         Raises:
             DuplicateUserError: a staged user's name is taken; nothing of the
                 unit of work was written.
-            TransientDatabaseError: a failure worth retrying the unit of work for.
+            TransientDatabaseError: a failure worth retrying the unit of work
+                for, including a user changed here that another unit of work
+                deleted or renamed meanwhile.
             DatabaseError: any other database failure; nothing was written.
         """
         self._send(self._session.commit)
 
     def rollback(self) -> None:
         """Discard the unit of work: staged users are dropped, loaded ones expired."""
-        self._session.rollback()
+        self._discard_unit_of_work()
+
+    def _flushed(self, operation: Callable[_P, _T]) -> Callable[_P, _T]:
+        """``operation``, preceded by the autoflush that SQLAlchemy 2.0 skips for
+        Core statements such as EXISTS and COUNT (a no-op on a clean session)."""
+
+        def flushed(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            if self._session.autoflush:
+                self._session.flush()
+            return operation(*args, **kwargs)
+
+        return flushed
 
     def _send(self, operation: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a session operation, translating a database failure into our errors."""
         try:
+            if self._ledger.bulk:
+                self._check_pending_names()
             return operation(*args, **kwargs)
-        except sa_exc.SQLAlchemyError as exc:
+        except _FAILURES as exc:
             raise self._failure(exc) from exc
 
-    def _failure(self, exc: sa_exc.SQLAlchemyError) -> UserStoreError:
+    def _check_pending_names(self) -> None:
+        """Before flushing after a bulk write, look the pending names up in this transaction.
+
+        The ledger does not keep bulk-written names (they would grow with the
+        input), and a rollback erases them, so a duplicate of one is found
+        while the transaction still shows it (see :mod:`userstore.duplicates`).
+        """
+        session = self._session
+        names = duplicates.pending_names(session)
+        if not names:
+            return
+        with session.no_autoflush:
+            taken = duplicates.first_stored(session, names)
+        if taken is not None:
+            self._discard_unit_of_work()
+            raise DuplicateUserError(taken)
+
+    def _is_duplicate(self, exc: BaseException) -> bool:
+        if isinstance(exc, DatabaseError):
+            return is_unique_violation(exc)
+        if isinstance(exc, sa_exc.SQLAlchemyError):
+            return classify(exc, self._dialect_name()) is DuplicateUserError
+        return False
+
+    def _dialect_name(self) -> str:
+        return self._session.get_bind().dialect.name
+
+    def _failure(self, exc: BaseException) -> UserStoreError:
         """Roll the unit of work back and return the error to raise for ``exc``."""
-        error_class = classify(exc, self._session.get_bind().dialect.name)
-        candidates = self._unwritten_names() if error_class is DuplicateUserError else []
-        written_earlier, self._written_before_flush = self._written_before_flush, frozenset()
-        deleted_earlier, self._deleted_before_flush = self._deleted_before_flush, frozenset()
+        book = self._ledger
+        candidates = book.candidates()
+        written, deleted = frozenset(book.written), frozenset(book.deleted)
+        duplicate = self._is_duplicate(exc)
         self._discard_unit_of_work()
-        if error_class is DuplicateUserError:
-            return DuplicateUserError(
-                self._find_duplicate(candidates, written_earlier, deleted_earlier)
-            )
-        orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
-        return error_class(f"{type(orig).__name__}: {orig}; the unit of work was rolled back")
+        if duplicate:
+            try:
+                name = duplicates.name_from_history(self._session, candidates, written, deleted)
+            except _FAILURES:
+                name = candidates[0] if candidates else "<unknown>"  # the staged names still tell
+            finally:
+                self._discard_unit_of_work()
+            return DuplicateUserError(name)
+        return _rolled_back(exc, self._dialect_name())
 
     def _discard_unit_of_work(self) -> None:
         try:
             self._session.rollback()
-        except sa_exc.SQLAlchemyError:
+        except _FAILURES:
             # The connection died under the rollback; closing releases it and
             # leaves the session ready to begin afresh.
             self._session.close()
 
-    def _note_flushing_names(self, session: Session, *_: object) -> None:
-        self._written_before_flush = frozenset(self._written_names)
-        self._deleted_before_flush = frozenset(self._deleted_names)
-        self._flushing_names = [obj.name for obj in session.new if isinstance(obj, User)]
-        self._flushing_names.extend(
-            obj.name
-            for obj in session.dirty
-            if isinstance(obj, User) and inspect(obj).attrs.name.history.has_changes()
+
+def _rolled_back(exc: BaseException, dialect_name: str) -> DatabaseError:
+    """The error a repository call raises for ``exc`` once the unit of work is rolled back."""
+    suffix = "; the unit of work was rolled back"
+    if isinstance(exc, DatabaseError):
+        return type(exc)(f"{exc}{suffix}", code=exc.code, backend=exc.backend)
+    if isinstance(exc, _CONFLICTS):
+        return TransientDatabaseError(
+            "a user this unit of work changes was deleted or renamed by another unit of work "
+            f"since it was loaded ({exc}){suffix}"
         )
-
-    def _note_written_names(self, session: Session, *_: object) -> None:
-        # after_flush still sees the flushed objects as new / deleted.
-        deleted = {obj.name for obj in session.deleted if isinstance(obj, User)}
-        self._written_names.difference_update(deleted)
-        self._written_names.update(self._flushing_names)
-        self._deleted_names.difference_update(self._flushing_names)
-        self._deleted_names.update(deleted)
-        self._flushing_names = []
-
-    def _forget_written_names(self, *_: object) -> None:
-        self._written_names = set()
-        self._deleted_names = set()
-
-    def _unwritten_names(self) -> builtins.list[str]:
-        names, self._flushing_names = self._flushing_names, []
-        return names
-
-    def _find_duplicate(
-        self,
-        candidates: builtins.list[str],
-        written_earlier: frozenset[str],
-        deleted_earlier: frozenset[str],
-    ) -> str:
-        """Name the user that made a write fail: staged twice, written earlier, or stored.
-
-        Run after the rollback, which has undone this transaction's writes:
-        its inserts are gone from the table and its deletes are back, so both
-        are known from the flush history rather than looked up.
-        """
-        repeated = [name for name, seen in Counter(candidates).items() if seen > 1]
-        if repeated:
-            return repeated[0]
-        earlier = [name for name in candidates if name in written_earlier]
-        if earlier:
-            return earlier[0]
-        try:
-            stored = self._first_stored([n for n in candidates if n not in deleted_earlier])
-        except sa_exc.SQLAlchemyError:
-            stored = None  # best effort: the staged names below still tell
-        finally:
-            self._discard_unit_of_work()
-        return stored if stored is not None else (candidates or ["<unknown>"])[0]
-
-    def _first_stored(self, candidates: builtins.list[str]) -> str | None:
-        iterator = iter(dict.fromkeys(candidates))
-        while chunk := builtins.list(islice(iterator, _NAME_LOOKUP_CHUNK)):
-            stored = self._session.scalars(_NAMES_PRESENT, {"names": chunk}).first()
-            if stored is not None:
-                return stored
-        return None
+    error_class = classify(exc, dialect_name) if isinstance(exc, sa_exc.SQLAlchemyError) else None
+    if error_class is None or not issubclass(error_class, DatabaseError):
+        error_class = DatabaseError
+    return error_class(f"{type(exc).__name__}: {exc}{suffix}")

@@ -15,8 +15,8 @@ from userstore import User
 USERS: Final = cast(Table, User.__table__)
 SQLITE_DEFAULT_ENGINE_NOTE: Final = (
     "SQLite keeps WAL mode in the database file, so ORM (default engine) runs in WAL too; "
-    "it differs from userstore's engine by deferred (not IMMEDIATE) transactions "
-    "and no foreign-keys pragma."
+    "it differs from userstore's engine by SQLite's own transaction handling (pysqlite's "
+    "implicit BEGIN) and no foreign-keys pragma."
 )
 
 

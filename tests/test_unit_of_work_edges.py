@@ -1,0 +1,254 @@
+"""Paths a new user walks that the first contract missed, on every backend.
+
+The duplicate name is always the right one, whatever happened earlier in the
+session; no call silently drops a change; users stay readable after their
+session ends; and building repositories costs nothing that accumulates.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from userstore import (
+    DuplicateUserError,
+    InvalidUserError,
+    TransientDatabaseError,
+    User,
+    UserRepository,
+    create_session_factory,
+)
+
+Stored = Callable[[], list[tuple[str, int | None]]]
+
+
+@pytest.fixture
+def other(engine: Engine) -> Iterator[UserRepository]:
+    """A second repository on its own session, like another request."""
+    with create_session_factory(engine)() as session:
+        yield UserRepository(session)
+
+
+def _store(repo: UserRepository, *names: str) -> None:
+    for name in names:
+        repo.add(User(name=name, number=0))
+    repo.commit()
+
+
+def _duplicate_name(call: Callable[[], object]) -> str:
+    with pytest.raises(DuplicateUserError) as raised:
+        call()
+    return raised.value.name
+
+
+@pytest.mark.parametrize("end", ["close", "reset"])
+def test_the_duplicate_is_named_right_after_the_session_was_closed_or_reset(
+    repo: UserRepository, other: UserRepository, end: str
+):
+    repo.add(User(name="a", number=1))
+    repo.count()  # flushed in a transaction that is then abandoned
+    getattr(repo.session, end)()
+    _store(other, "b")
+
+    repo.add(User(name="a", number=1))
+    repo.add(User(name="b", number=1))
+
+    assert _duplicate_name(repo.commit) == "b"
+
+
+@pytest.mark.parametrize("bulk", ["add_many", "upsert_many"])
+def test_the_duplicate_is_named_right_after_a_bulk_write_in_the_same_unit_of_work(
+    repo: UserRepository, stored: Stored, bulk: str
+):
+    getattr(repo, bulk)([("a", 1)])
+    repo.add(User(name="b", number=2))
+    repo.add(User(name="a", number=3))
+
+    assert _duplicate_name(repo.commit) == "a"
+    assert stored() == []
+    _store(repo, "a", "b")  # usable at once
+    assert stored() == [("a", 0), ("b", 0)]
+
+
+def test_the_duplicate_is_named_right_after_an_autoflush_following_a_bulk_write(
+    repo: UserRepository, other: UserRepository
+):
+    _store(other, "taken")
+    repo.add_many([("x", 1), ("y", 2)])
+    repo.add(User(name="fresh", number=0))
+    repo.add(User(name="taken", number=0))
+
+    assert _duplicate_name(repo.count) == "taken"
+    assert repo.count() == 1
+
+
+def test_the_duplicate_is_named_right_after_the_app_rolled_back_its_own_savepoint(
+    repo: UserRepository,
+):
+    repo.add(User(name="X", number=1))
+    repo.count()  # X is written in this transaction ...
+    gc.collect()  # ... and no longer held by the session (its identity map is weak)
+    savepoint = repo.session.begin_nested()
+    repo.add(User(name="A", number=1))
+    repo.count()
+    savepoint.rollback()  # A is taken back; X stays
+
+    repo.add(User(name="A", number=2))
+    repo.add(User(name="X", number=2))
+
+    assert _duplicate_name(repo.commit) == "X"
+
+
+def test_the_duplicate_is_named_right_when_a_name_deleted_in_this_unit_is_added_again(
+    repo: UserRepository, other: UserRepository
+):
+    _store(other, "gone", "taken")
+    repo.delete("gone")
+    repo.add(User(name="gone", number=1))  # allowed: deleted in this very unit
+    repo.add(User(name="taken", number=1))
+
+    assert _duplicate_name(repo.commit) == "taken"
+
+
+def test_many_repositories_on_one_session_add_nothing_that_accumulates(
+    session: Session, engine: Engine
+):
+    first = UserRepository(session)
+    probe = weakref.ref(UserRepository(session))
+    for _ in range(2_000):
+        UserRepository(session)
+    gc.collect()
+
+    assert probe() is None  # nothing keeps a repository alive
+    assert len(session.dispatch.before_flush) == 1  # one set of hooks per session
+    assert len(session.dispatch.after_flush) == 1
+    first.add(User(name="a", number=1))
+    first.commit()
+    assert first.get_one("a").number == 1
+
+
+def test_renaming_a_loaded_user_then_adding_its_old_name_keeps_both_changes(
+    repo: UserRepository, stored: Stored
+):
+    _store(repo, "a")
+    loaded = repo.get_one("a")
+    loaded.name = "b"
+    repo.add(User(name="a", number=2))
+    loaded.number = 99
+    repo.commit()
+
+    assert stored() == [("a", 2), ("b", 99)]
+
+
+def test_adding_a_name_whose_loaded_user_was_deleted_elsewhere_replaces_it(
+    repo: UserRepository, other: UserRepository, stored: Stored
+):
+    _store(repo, "a")
+    repo.get_one("a")
+    repo.commit()
+    other.delete("a")
+    other.commit()
+
+    repo.add(User(name="a", number=5))
+    repo.commit()
+
+    assert stored() == [("a", 5)]
+
+
+def test_a_loaded_user_still_holding_its_name_makes_adding_that_name_a_duplicate(
+    repo: UserRepository,
+):
+    _store(repo, "a")
+    loaded = repo.get_one("a")
+
+    assert _duplicate_name(lambda: repo.add(User(name="a", number=5))) == "a"
+    assert loaded.number == 0
+
+
+def test_adding_a_user_that_belongs_to_another_open_session_is_invalid_input(
+    repo: UserRepository, other: UserRepository, sent_sql
+):
+    elsewhere = other.add(User(name="mine", number=1))
+    sent_sql.clear()
+
+    with pytest.raises(InvalidUserError, match="another session"):
+        repo.add(elsewhere)
+    assert sent_sql.statements == []
+
+
+def test_a_user_returned_by_a_closed_session_is_fully_readable(engine: Engine, empty_table: None):
+    with create_session_factory(engine)() as session:
+        repo = UserRepository(session)
+        created = repo.add(User(name="handler", number=1))
+        repo.commit()
+    with create_session_factory(engine)() as session:
+        repo = UserRepository(session)
+        updated = repo.get_one("handler")
+        updated.number = 2
+        repo.commit()
+
+    # After the sessions closed: what a handler serializes.
+    assert (created.name, created.number) == ("handler", 1)
+    assert created.created_at is not None
+    assert created.updated_at is not None
+    assert (updated.number, updated.created_at) == (2, created.created_at)
+    assert updated.updated_at >= created.updated_at
+
+
+def test_reading_a_user_after_commit_sends_no_sql_but_a_read_through_the_repository_does(
+    repo: UserRepository, other: UserRepository, sent_sql
+):
+    user = repo.add(User(name="a", number=1))
+    repo.commit()
+    other.get_one("a").number = 2
+    other.commit()
+    sent_sql.clear()
+
+    assert user.number == 1  # the value this unit of work wrote; no lazy load
+    assert sent_sql.statements == []
+    assert repo.get_one("a").number == 2  # the repository asks the database
+    assert user.number == 2  # and refreshes the object it returns
+    assert [u.number for u in repo.list()] == [2]
+
+
+def test_changing_a_user_that_another_unit_of_work_deleted_is_transient_and_recoverable(
+    repo: UserRepository, other: UserRepository, stored: Stored
+):
+    _store(repo, "a", "keep")
+    user = repo.get_one("a")
+    repo.commit()
+    other.delete("a")
+    other.commit()
+
+    user.number = 5
+    with pytest.raises(TransientDatabaseError, match="deleted or renamed"):
+        repo.commit()
+    assert repo.get("a") is None  # the retry sees why
+    _store(repo, "after")
+    assert stored() == [("after", 0), ("keep", 0)]
+
+
+def test_iter_all_refuses_a_bad_batch_size_when_called(repo: UserRepository):
+    with pytest.raises(InvalidUserError, match="batch_size"):
+        repo.iter_all(batch_size=0)
+
+
+@pytest.mark.parametrize("shape", ["list", "generator"])
+def test_a_bad_row_in_add_many_keeps_earlier_staged_work_and_writes_nothing_of_the_call(
+    repo: UserRepository, stored: Stored, shape: str
+):
+    repo.add(User(name="staged", number=1))
+    rows = [(f"u{i:03d}", i) for i in range(25)] + [("late", "not a number")]
+    given = rows if shape == "list" else (row for row in rows)
+
+    with pytest.raises(InvalidUserError, match="row 25"):
+        repo.add_many(given, batch_size=10)  # type: ignore[arg-type]
+
+    assert repo.count() == 1
+    repo.commit()
+    assert stored() == [("staged", 1)]

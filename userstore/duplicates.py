@@ -1,0 +1,210 @@
+"""Naming the user behind a duplicate-key failure, without parsing error messages.
+
+The database says only that *a* key was taken. To name it, each session keeps
+a :class:`Ledger` of its current transaction, in ``session.info`` (so every
+repository on the session shares it, and none adds anything per repository):
+the names each ORM flush sends, the names this transaction has written and
+deleted, and whether a bulk write bypassed the ORM. Hooks on the session keep
+it true across commits, rollbacks, ``close()``, ``reset()`` and the app's own
+savepoints (a rolled-back savepoint takes its names back with it).
+
+After a failure the candidates are the names the failing statement sent:
+
+- a name sent twice is the duplicate;
+- else one this transaction wrote earlier is (the rollback has erased it,
+  so only the ledger remembers);
+- else one that is stored, not counting names this transaction deleted (the
+  rollback has put those back).
+
+A transaction that has done a bulk write does not keep its bulk names (that
+would grow with the input). Instead, before each later flush the repository
+looks the pending names up in the transaction, where every earlier write is
+visible (one query, only in such transactions); a bulk batch that fails runs
+in its own savepoint, so its names are looked up the same way.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Final
+
+from sqlalchemy import bindparam, event, inspect, select
+from sqlalchemy.orm import Session, SessionTransaction
+
+from userstore.models import User
+
+_LEDGER_KEY: Final = "userstore.ledger"
+_LOOKUP_CHUNK: Final = 500
+_NAMES_PRESENT: Final = select(User.name).where(User.name.in_(bindparam("names", expanding=True)))
+
+
+@dataclass
+class _Marks:
+    written: frozenset[str]
+    deleted: frozenset[str]
+    bulk: bool
+
+
+@dataclass
+class Ledger:
+    """What the current transaction of one session has written, for naming duplicates."""
+
+    written: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
+    bulk: bool = False
+    flushing: list[str] = field(default_factory=list)
+    savepoints: dict[SessionTransaction, _Marks] = field(default_factory=dict)
+    ended: tuple[SessionTransaction, _Marks] | None = None
+
+    def note_bulk_write(self) -> None:
+        """Record that a bulk statement wrote rows the ORM did not see."""
+        self.bulk = True
+
+    def candidates(self) -> list[str]:
+        """The names the failing flush sent (taken: each failure reads them once)."""
+        names, self.flushing = self.flushing, []
+        return names
+
+    def _clear(self) -> None:
+        self.written.clear()
+        self.deleted.clear()
+        self.bulk = False
+        self.flushing = []
+        self.savepoints.clear()
+        self.ended = None
+
+
+def ledger(session: Session) -> Ledger:
+    """Return the session's ledger, creating it and its hooks on first use."""
+    found = session.info.get(_LEDGER_KEY)
+    if isinstance(found, Ledger):
+        return found
+    created = Ledger()
+    session.info[_LEDGER_KEY] = created
+    event.listen(session, "before_flush", _before_flush)
+    event.listen(session, "after_flush", _after_flush)
+    event.listen(session, "after_transaction_create", _after_transaction_create)
+    event.listen(session, "after_soft_rollback", _after_soft_rollback)
+    event.listen(session, "after_transaction_end", _after_transaction_end)
+    return created
+
+
+def _ledger_of(session: Session) -> Ledger:
+    found = session.info[_LEDGER_KEY]
+    assert isinstance(found, Ledger)
+    return found
+
+
+def pending_names(session: Session) -> list[str]:
+    """The names the next flush will write: new users, and renamed ones.
+
+    A name whose stored user is being deleted in the same flush is left out:
+    SQLAlchemy turns that pair into an update of the same row.
+    """
+    names = [obj.name for obj in session.new if isinstance(obj, User)]
+    names.extend(
+        obj.name
+        for obj in session.dirty
+        if isinstance(obj, User) and inspect(obj).attrs.name.history.has_changes()
+    )
+    if names and session.deleted:
+        leaving = {obj.name for obj in session.deleted if isinstance(obj, User)}
+        names = [name for name in names if name not in leaving]
+    return names
+
+
+def _before_flush(session: Session, *_: object) -> None:
+    _ledger_of(session).flushing = pending_names(session)
+
+
+def _after_flush(session: Session, *_: object) -> None:
+    # after_flush still sees the flushed objects as new / deleted.
+    book = _ledger_of(session)
+    deleted = {obj.name for obj in session.deleted if isinstance(obj, User)}
+    book.written.difference_update(deleted)
+    book.written.update(book.flushing)
+    book.deleted.difference_update(book.flushing)
+    book.deleted.update(deleted)
+    book.flushing = []
+
+
+def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        book = _ledger_of(session)
+        book.savepoints[transaction] = _Marks(
+            frozenset(book.written), frozenset(book.deleted), book.bulk
+        )
+
+
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    book = _ledger_of(session)
+    if transaction.parent is None:  # commit, rollback, close() or reset() of the whole
+        book._clear()
+    elif transaction in book.savepoints:
+        # Released or rolled back: only after_soft_rollback, which SQLAlchemy
+        # sends after this, tells which; keep the marks until then.
+        book.ended = (transaction, book.savepoints.pop(transaction))
+
+
+def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    book = _ledger_of(session)
+    if book.ended is not None and book.ended[0] is previous_transaction:
+        # A savepoint rolled back: forget what was written inside it.
+        marks = book.ended[1]
+        book.written = set(marks.written)
+        book.deleted = set(marks.deleted)
+        book.bulk = marks.bulk
+    book.ended = None
+
+
+def name_from_history(
+    session: Session, candidates: list[str], written: frozenset[str], deleted: frozenset[str]
+) -> str:
+    """Name the duplicate after the transaction was rolled back (see the module docstring).
+
+    Args:
+        session: The session, whose transaction has been rolled back.
+        candidates: The names the failing statement sent.
+        written: Names the transaction had written before the failure.
+        deleted: Names the transaction had deleted before the failure.
+    """
+    repeated = _repeated(candidates)
+    if repeated is not None:
+        return repeated
+    for name in candidates:
+        if name in written:
+            return name
+    return first_stored(session, (n for n in candidates if n not in deleted)) or _first(candidates)
+
+
+def name_in_transaction(session: Session, candidates: list[str]) -> str:
+    """Name the duplicate while the failed statement's transaction is still open.
+
+    Every earlier write of the transaction is visible, so the first candidate
+    that is stored is the taken one.
+    """
+    repeated = _repeated(candidates)
+    if repeated is not None:
+        return repeated
+    return first_stored(session, candidates) or _first(candidates)
+
+
+def _repeated(candidates: list[str]) -> str | None:
+    return next((name for name, seen in Counter(candidates).items() if seen > 1), None)
+
+
+def _first(candidates: list[str]) -> str:
+    return candidates[0] if candidates else "<unknown>"
+
+
+def first_stored(session: Session, candidates: Iterable[str]) -> str | None:
+    """The first of ``candidates`` that the session's transaction sees stored, if any."""
+    iterator = iter(dict.fromkeys(candidates))
+    while chunk := list(islice(iterator, _LOOKUP_CHUNK)):
+        stored = session.scalars(_NAMES_PRESENT, {"names": chunk}).first()
+        if stored is not None:
+            return stored
+    return None

@@ -1,0 +1,153 @@
+"""How SQLite transactions begin, and one safe connection for an in-memory database.
+
+File databases run in WAL mode with deferred transactions: a unit of work
+that only reads never takes a lock, so readers never wait for each other or
+for a writer, and a reader left open never stalls a writer. A unit of work
+that writes takes the write lock at its first write, waiting up to the busy
+timeout. One that reads first and then writes may find that another writer
+got in between: SQLite then refuses the write at once (``SQLITE_BUSY`` or
+``SQLITE_BUSY_SNAPSHOT``), before anything of it is written, and userstore
+raises :class:`~userstore.errors.TransientDatabaseError` so the whole unit of
+work can be retried. Verbs that know they will write (bulk writes, delete,
+migrations) declare it with :func:`write_intent`, and begin with
+``BEGIN IMMEDIATE`` instead, so they wait for the lock rather than fail.
+
+An in-memory database lives inside one connection, so every session of an
+engine must use that same connection: :class:`OneConnectionPool` hands it to
+one unit of work at a time, across threads, and refuses at once a second
+session in the thread that already holds it (it could never get its turn).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Final
+
+import sqlalchemy
+from sqlalchemy import URL, Engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+from userstore.errors import DatabaseError
+
+BUSY_TIMEOUT_SECONDS: Final = 30.0
+
+_WRITE_INTENT: ContextVar[bool] = ContextVar("userstore_sqlite_write_intent", default=False)
+
+
+@contextmanager
+def write_intent() -> Iterator[None]:
+    """Declare that a transaction begun inside this block is going to write.
+
+    On SQLite, a transaction begun while this is active starts with
+    ``BEGIN IMMEDIATE``: it waits for the write lock up front, so it cannot
+    fail later on the move from reading to writing. Other backends ignore
+    it. It affects only a transaction that begins inside the block.
+    """
+    token = _WRITE_INTENT.set(True)
+    try:
+        yield
+    finally:
+        _WRITE_INTENT.reset(token)
+
+
+def is_memory_database(url: URL) -> bool:
+    """Whether a SQLite URL names an in-memory database (which lives in one connection)."""
+    database = url.database or ""
+    return database in ("", ":memory:") or url.query.get("mode") == "memory"
+
+
+def engine_options(url: URL, connect_args: dict[str, Any], options: dict[str, Any]) -> None:
+    """Fill in the connect arguments and engine options every SQLite engine gets."""
+    connect_args["timeout"] = BUSY_TIMEOUT_SECONDS
+    if is_memory_database(url):
+        # One connection, used by every thread in turn.
+        connect_args["check_same_thread"] = False
+        options["poolclass"] = OneConnectionPool
+
+
+def configure(engine: Engine, url: URL) -> None:
+    """Install the connect and begin hooks described in this module's docstring."""
+    file_database = not is_memory_database(url)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the sqlite3 module, which would
+        # otherwise begin lazily on its own terms and commit before DDL; the
+        # "begin" hook below issues our own BEGIN instead.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if file_database:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sqlalchemy.Connection) -> None:
+        if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return  # each statement commits on its own, as asked
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if _WRITE_INTENT.get() else "BEGIN")
+
+
+class OneConnectionPool(StaticPool):
+    """The one connection of an in-memory database, lent to one checkout at a time.
+
+    Another thread waits up to ``timeout`` seconds for its turn, then gets
+    SQLAlchemy's pool ``TimeoutError`` (a
+    :class:`~userstore.errors.TransientDatabaseError` once translated). The
+    thread that holds the connection cannot wait for itself: a second
+    checkout from it raises :class:`~userstore.errors.DatabaseError` at once.
+    """
+
+    # (``timeout`` is positional-or-keyword so that create_engine(pool_timeout=...) finds it.)
+    def __init__(self, creator: Any, timeout: float = BUSY_TIMEOUT_SECONDS, **kw: Any) -> None:
+        super().__init__(creator, **kw)
+        self._timeout = timeout
+        self._turn = threading.Lock()
+        self._holder: int | None = None
+
+    def recreate(self) -> OneConnectionPool:
+        self.logger.info("Pool recreating")
+        return self.__class__(
+            creator=self._creator,
+            timeout=self._timeout,
+            recycle=self._recycle,
+            reset_on_return=self._reset_on_return,
+            pre_ping=self._pre_ping,
+            echo=self.echo,
+            logging_name=self._orig_logging_name,
+            _dispatch=self.dispatch,
+            dialect=self._dialect,
+        )
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        me = threading.get_ident()
+        if self._holder == me:
+            raise DatabaseError(
+                "this in-memory SQLite database has one connection, and another session in "
+                "this thread is using it: commit, roll back or close that session first "
+                "(or use a SQLite file, where sessions can overlap)"
+            )
+        if not self._turn.acquire(timeout=self._timeout):
+            raise sa_exc.TimeoutError(
+                f"waited {self._timeout:g} s for this in-memory SQLite database's one "
+                "connection, which another thread's unit of work is using"
+            )
+        self._holder = me
+        try:
+            return super()._do_get()
+        except BaseException:
+            self._release()
+            raise
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._holder is not None:
+            self._holder = None
+            self._turn.release()

@@ -1,0 +1,74 @@
+"""Which database a URL names, and which of its drivers userstore speaks.
+
+userstore's fast paths (COPY, native upserts, server-side cursors) talk to
+the driver directly, so only drivers they were written and tested for are
+accepted; anything else is refused here, before any connection is made.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from sqlalchemy import URL, make_url
+from sqlalchemy import exc as sa_exc
+
+from userstore.errors import ConfigurationError
+
+DATABASE_URL_VARIABLE: Final = "USERSTORE_DATABASE_URL"
+DEFAULT_DATABASE_URL: Final = "sqlite:///userstore.db"
+
+# backend -> (default driver, every driver accepted); "mysql" URLs are MariaDB's.
+_DRIVERS: Final = {
+    "sqlite": ("pysqlite", ("pysqlite",)),
+    "postgresql": ("psycopg", ("psycopg",)),
+    "mariadb": ("pymysql", ("pymysql",)),
+    "mysql": ("pymysql", ("pymysql",)),
+}
+# The extra that installs each driver, for the message when it is missing.
+DRIVER_EXTRAS: Final = {"psycopg": "postgresql", "pymysql": "mariadb"}
+# What hosting platforms hand out, and what it means.
+_DIALECT_ALIASES: Final = {"postgres": "postgresql"}
+
+
+def resolve_url(url: str | URL | None = None) -> URL:
+    """Return the database URL userstore uses, with its driver filled in.
+
+    Args:
+        url: An explicit URL. When ``None``, the environment variable
+            ``USERSTORE_DATABASE_URL`` is used, else ``sqlite:///userstore.db``.
+
+    Returns:
+        The parsed URL. ``postgres://`` is read as ``postgresql://``; a URL
+        without a driver gets psycopg 3 (PostgreSQL) or PyMySQL (MariaDB).
+
+    Raises:
+        ConfigurationError: the URL is malformed, names a database other than
+            SQLite, PostgreSQL or MariaDB, or a driver userstore does not speak.
+    """
+    if url is None:
+        url = os.environ.get(DATABASE_URL_VARIABLE) or DEFAULT_DATABASE_URL
+    try:
+        parsed = make_url(url)
+    except (sa_exc.ArgumentError, ValueError, TypeError) as exc:
+        # (The URL itself stays out of the message: it may hold a password.)
+        raise ConfigurationError(f"not a database URL: {exc}") from None
+    dialect, _, driver = parsed.drivername.partition("+")
+    dialect = _DIALECT_ALIASES.get(dialect, dialect)
+    if dialect not in _DRIVERS:
+        raise ConfigurationError(
+            f"userstore stores users in SQLite, PostgreSQL or MariaDB; "
+            f"{parsed.drivername!r} is none of them"
+        )
+    default_driver, accepted = _DRIVERS[dialect]
+    if not driver:
+        driver = default_driver
+    if driver not in accepted:
+        raise ConfigurationError(
+            f"userstore does not support the driver {driver!r} for {dialect}; "
+            f"use {' or '.join(f'{dialect}+{name}' for name in accepted)} "
+            f"(or no driver: {dialect}+{default_driver} is the default)"
+        )
+    # SQLAlchemy names SQLite's driver pysqlite but also accepts the bare dialect.
+    drivername = dialect if dialect == "sqlite" else f"{dialect}+{driver}"
+    return parsed.set(drivername=drivername)
