@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, inspect, text
+from sqlalchemy import URL, Engine, String, inspect, text
 
 import userstore
 from tests.databases import throwaway_database
@@ -21,9 +22,11 @@ from userstore import (
     migrations,
 )
 from userstore.models import Base
+from userstore.timestamps import UTCDateTime
 
-REVISIONS = ["0001_users", "0002_timestamps"]
+REVISIONS = ["0001_users", "0002_timestamps", "0003_statement_time"]
 VERSION_TABLE = "userstore_alembic_version"
+PAUSE_SECONDS = 0.05
 
 
 @pytest.fixture
@@ -110,6 +113,7 @@ _DRIFTS = {
         'ALTER TABLE users ALTER COLUMN name TYPE VARCHAR(255) COLLATE "en-US-x-icu"',
         "ALTER TABLE users ALTER COLUMN updated_at DROP DEFAULT",
         "ALTER TABLE users ALTER COLUMN number TYPE BIGINT",
+        "ALTER TABLE users ALTER COLUMN created_at SET DEFAULT now()",  # 0003 undone by hand
     ],
     "mariadb": [
         "ALTER TABLE users ADD COLUMN extra INTEGER",
@@ -121,7 +125,7 @@ _DRIFTS = {
 }
 
 
-@pytest.mark.parametrize("drift", range(4))
+@pytest.mark.parametrize("drift", range(max(map(len, _DRIFTS.values()))))
 def test_check_reports_a_schema_changed_by_hand(backend: str, fresh_engine: Engine, drift: int):
     statements = _DRIFTS[backend]
     statement = statements[drift % len(statements)]
@@ -163,6 +167,91 @@ def test_data_written_at_revision_1_survives_the_upgrade_and_the_downgrade(
     assert {c["name"] for c in inspect(fresh_engine).get_columns("users")} == {"name", "number"}
 
 
+def _stored_rows(engine: Engine) -> list[tuple[object, ...]]:
+    """Every row with its stamps, read back as aware datetimes, in name order."""
+    query = text("SELECT name, number, created_at, updated_at FROM users ORDER BY name")
+    typed = query.columns(name=String(), created_at=UTCDateTime(), updated_at=UTCDateTime())
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(typed)]
+
+
+def _gap_between_two_inserts_in_one_transaction(engine: Engine) -> timedelta:
+    """How far apart the column defaults stamp two plain inserts sent 50 ms apart."""
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM users")
+        connection.exec_driver_sql("INSERT INTO users (name) VALUES ('first')")
+        time.sleep(PAUSE_SECONDS)
+        connection.exec_driver_sql("INSERT INTO users (name) VALUES ('second')")
+    first, second = (created_at for _, _, created_at, _ in _stored_rows(engine))  # name order
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM users")
+    assert isinstance(first, datetime)
+    assert isinstance(second, datetime)
+    return second - first
+
+
+def _defaults(engine: Engine) -> dict[str, str]:
+    return {
+        c["name"]: str(c["default"]) for c in inspect(engine).get_columns("users") if c["default"]
+    }
+
+
+def test_revision_3_gives_the_column_defaults_the_statements_time_and_its_downgrade_undoes_it(
+    backend: str, fresh_engine: Engine
+):
+    migrations.upgrade(fresh_engine, "0002_timestamps")
+    at_2 = schema_snapshot(fresh_engine, exclude=(VERSION_TABLE,))
+    at_2_gap = _gap_between_two_inserts_in_one_transaction(fresh_engine)
+
+    migrations.upgrade(fresh_engine, "0003_statement_time")
+    at_3 = schema_snapshot(fresh_engine, exclude=(VERSION_TABLE,))
+    at_3_gap = _gap_between_two_inserts_in_one_transaction(fresh_engine)
+    at_3_defaults = _defaults(fresh_engine)
+
+    migrations.downgrade(fresh_engine, "0002_timestamps")
+
+    assert at_3_gap >= timedelta(milliseconds=40)
+    assert schema_snapshot(fresh_engine, exclude=(VERSION_TABLE,)) == at_2
+    if backend == "postgresql":
+        # now() is the transaction's start: the very stamp 0003 exists to replace.
+        assert at_2_gap == timedelta(0)
+        assert at_3_defaults == {
+            "created_at": "statement_timestamp()",
+            "updated_at": "statement_timestamp()",
+        }
+        assert set(_defaults(fresh_engine).values()) == {"now()"}
+        assert _gap_between_two_inserts_in_one_transaction(fresh_engine) == timedelta(0)
+    else:
+        # Already the statement's time: 0003 leaves these backends' schemas as they are.
+        assert at_2_gap >= timedelta(milliseconds=40)
+        assert at_3 == at_2
+
+
+def test_data_and_stamps_written_at_revision_2_survive_revision_3_both_ways(
+    fresh_engine: Engine,
+):
+    migrations.upgrade(fresh_engine, "0002_timestamps")
+    with userstore.create_session_factory(fresh_engine)() as session:
+        repo = userstore.UserRepository(session)
+        repo.add_many([("Jenny", 8675309), ("jenny", None), ("O'Brien 😀", -(2**31))])
+        repo.commit()
+        repo.get_one("jenny").number = 2**31 - 1
+        repo.commit()
+    before = _stored_rows(fresh_engine)
+
+    migrations.upgrade(fresh_engine, "0003_statement_time")
+    after_upgrade = _stored_rows(fresh_engine)
+    migrations.downgrade(fresh_engine, "0002_timestamps")
+
+    assert [row[:2] for row in before] == [
+        ("Jenny", 8675309),
+        ("O'Brien 😀", -(2**31)),
+        ("jenny", 2**31 - 1),
+    ]
+    assert after_upgrade == before
+    assert _stored_rows(fresh_engine) == before
+
+
 def test_an_apps_own_alembic_history_and_tables_are_left_alone(fresh_engine: Engine):
     with fresh_engine.begin() as connection:
         connection.exec_driver_sql(
@@ -191,22 +280,25 @@ def test_assert_current_names_both_revisions_when_the_database_is_behind(fresh_e
     with pytest.raises(SchemaOutOfDateError) as behind:
         migrations.assert_current(fresh_engine)
 
-    assert (behind.value.database_revision, behind.value.code_revision) == tuple(REVISIONS)
+    assert (behind.value.database_revision, behind.value.code_revision) == (
+        "0001_users",
+        REVISIONS[-1],
+    )
     assert "0001_users" in str(behind.value)
-    assert "0002_timestamps" in str(behind.value)
+    assert REVISIONS[-1] in str(behind.value)
 
 
 def test_assert_current_names_both_revisions_when_the_database_is_ahead(fresh_engine: Engine):
     migrations.upgrade(fresh_engine)
     with fresh_engine.begin() as connection:
-        connection.exec_driver_sql(f"UPDATE {VERSION_TABLE} SET version_num = '0003_future'")
+        connection.exec_driver_sql(f"UPDATE {VERSION_TABLE} SET version_num = '9999_future'")
 
     with pytest.raises(SchemaOutOfDateError) as ahead:
         migrations.assert_current(fresh_engine)
 
-    assert ahead.value.database_revision == "0003_future"
+    assert ahead.value.database_revision == "9999_future"
     assert ahead.value.code_revision == REVISIONS[-1]
-    assert "0003_future" in str(ahead.value)
+    assert "9999_future" in str(ahead.value)
 
 
 def test_an_unknown_revision_is_a_migration_error(fresh_engine: Engine):

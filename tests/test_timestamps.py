@@ -1,4 +1,9 @@
-"""created_at and updated_at: set by the database, aware UTC on every backend."""
+"""created_at and updated_at: set by the database, aware UTC on every backend.
+
+A stamp is the time the statement that wrote the row ran, on every backend (not
+the transaction's start, which PostgreSQL's now() would give); the database's
+clock gives milliseconds on SQLite and microseconds on PostgreSQL and MariaDB.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import URL, select
-from sqlalchemy.exc import StatementError
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects.mysql.mariadb import MariaDBDialect
 
 import userstore
 from userstore import InvalidUserError, User, UserRepository
@@ -20,6 +26,10 @@ from userstore.timestamps import utc_now
 
 SLACK = timedelta(seconds=2)
 KOLKATA = ZoneInfo("Asia/Kolkata")
+# Statements of one unit of work sent this far apart must get stamps at least
+# AT_LEAST apart (the margin absorbs SQLite's millisecond clock).
+PAUSE_SECONDS = 0.05
+AT_LEAST = timedelta(milliseconds=40)
 
 
 def _assert_recent_utc(value: datetime, since: datetime) -> None:
@@ -116,10 +126,111 @@ def test_timestamps_bind_in_queries_and_compare_in_time_order(repo: UserReposito
     assert sorted(since_cutoff_elsewhere) == ["early", "late"]
 
 
-def test_a_naive_datetime_in_a_query_is_refused(repo: UserRepository):
-    with pytest.raises(StatementError, match="timezone-aware"):
+def test_a_naive_datetime_in_a_query_is_refused_as_invalid_input(repo: UserRepository):
+    with pytest.raises(InvalidUserError, match="timezone-aware"):
         repo.session.scalars(select(User).where(User.created_at > datetime(2026, 1, 1))).all()
 
 
 def test_utc_now_renders_for_each_backend_and_generically():
+    rendered = {
+        dialect.name: str(select(utc_now()).compile(dialect=dialect))
+        for dialect in (
+            postgresql.dialect(),
+            mysql.dialect(),
+            MariaDBDialect(),
+            sqlite.dialect(),
+        )
+    }
+
+    assert rendered == {
+        "postgresql": "SELECT statement_timestamp() AS utc_now_1",
+        "mysql": "SELECT UTC_TIMESTAMP(6) AS utc_now_1",
+        "mariadb": "SELECT UTC_TIMESTAMP(6) AS utc_now_1",
+        "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f000', 'now') AS utc_now_1",
+    }
     assert str(select(utc_now())) == "SELECT CURRENT_TIMESTAMP AS utc_now_1"
+
+
+def test_each_insert_in_one_unit_of_work_is_stamped_with_the_time_its_statement_ran(
+    repo: UserRepository,
+):
+    first = repo.add(User(name="first", number=1))
+    repo.session.flush()
+    time.sleep(PAUSE_SECONDS)
+    second = repo.add(User(name="second", number=2))
+    repo.session.flush()
+    repo.commit()
+
+    assert second.created_at - first.created_at >= AT_LEAST
+    assert first.updated_at == first.created_at
+    assert second.updated_at == second.created_at
+
+
+def test_an_update_later_in_the_same_unit_of_work_is_stamped_with_its_own_time(
+    repo: UserRepository,
+):
+    jenny = repo.add(User(name="Jenny", number=1))
+    repo.session.flush()
+    time.sleep(PAUSE_SECONDS)
+    jenny.number = 2
+    repo.session.flush()
+    repo.commit()
+
+    assert jenny.updated_at - jenny.created_at >= AT_LEAST
+
+
+def test_upsert_many_stamps_each_row_with_the_time_its_statement_ran(repo: UserRepository):
+    repo.upsert_many([("Jenny", 1)])
+    time.sleep(PAUSE_SECONDS)
+    result = repo.upsert_many([("Jenny", 2), ("Kenny", 3)])
+    repo.commit()
+    jenny, kenny = repo.get_one("Jenny"), repo.get_one("Kenny")
+
+    assert (result.inserted, result.updated) == (1, 1)
+    assert jenny.updated_at - jenny.created_at >= AT_LEAST
+    assert kenny.created_at - jenny.created_at >= AT_LEAST
+    assert kenny.updated_at == kenny.created_at
+
+
+def _stamps_from_every_writing_path(repo: UserRepository) -> list[datetime]:
+    """created_at and updated_at of rows stamped by each way userstore writes, in many statements.
+
+    ORM inserts (one flush each) and an ORM update, add_many, and upsert_many
+    inserting and updating, all committed.
+    """
+    users = []
+    for i in range(12):
+        users.append(repo.add(User(name=f"orm{i:02d}", number=i)))
+        repo.session.flush()
+    users[0].number = -1
+    repo.add_many([("bulk", 1)])
+    repo.upsert_many([("orm01", -1), ("upserted", 1)])
+    repo.commit()
+    return [stamp for user in repo.list() for stamp in (user.created_at, user.updated_at)]
+
+
+def test_sqlite_stamps_milliseconds_and_the_servers_microseconds(
+    backend: str, repo: UserRepository
+):
+    stamps = _stamps_from_every_writing_path(repo)
+
+    sub_millisecond_digits = {stamp.microsecond % 1000 for stamp in stamps}
+    if backend == "sqlite":
+        # strftime's %f is SS.SSS; the stored text pads it with "000".
+        assert sub_millisecond_digits == {0}
+    else:
+        # Over 16 independent statements, all-zero digits would be a one in 10**48 fluke.
+        assert sub_millisecond_digits != {0}
+
+
+def test_a_time_assigned_in_python_keeps_its_microseconds_on_every_backend(
+    repo: UserRepository,
+):
+    moment = datetime(2026, 11, 25, 12, 34, 56, 123456, tzinfo=UTC)
+    repo.add(User(name="Jenny", number=1, created_at=moment, updated_at=moment))
+    repo.commit()
+    repo.session.expire_all()
+
+    jenny = repo.get_one("Jenny")
+
+    assert (jenny.created_at, jenny.updated_at) == (moment, moment)

@@ -3,6 +3,13 @@
 PostgreSQL stores ``timestamptz``; MariaDB ``DATETIME(6)`` and SQLite text hold
 naive UTC. Either way Python gets an aware datetime in UTC, whatever the time
 zone of the server or the session.
+
+A time the database stamps means the same on every backend: when the statement
+that wrote the row ran, not when its transaction began. PostgreSQL's ``now()``
+is the transaction's start, so it gets ``statement_timestamp()``; MariaDB's
+``UTC_TIMESTAMP(6)`` and SQLite's ``'now'`` are already the statement's time,
+and SQLite has no transaction start time to offer. Precision: SQLite's clock
+gives milliseconds (stored with three zero digits), the others microseconds.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 # the microsecond format SQLAlchemy writes, so stored values sort alike.
 SQLITE_UTC_NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 MARIADB_UTC_NOW = "UTC_TIMESTAMP(6)"
-POSTGRESQL_UTC_NOW = "now()"
+# Not now(): that is the transaction's start time, which SQLite cannot give.
+POSTGRESQL_UTC_NOW = "statement_timestamp()"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -56,7 +64,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class utc_now(FunctionElement[datetime]):  # noqa: N801 - reads as the SQL function it renders
-    """The database's current time in UTC, rendered for each backend."""
+    """The database's current time in UTC, rendered for each backend.
+
+    On SQLite, PostgreSQL and MariaDB alike, the time of the statement it is
+    part of (see the module docstring).
+    """
 
     type = UTCDateTime()
     inherit_cache = True

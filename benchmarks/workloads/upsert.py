@@ -39,7 +39,7 @@ from userstore.timestamps import utc_now
 RAW_UPSERT: Final = {
     "postgresql": (
         "INSERT INTO users (name, number) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET "
-        "number = EXCLUDED.number, updated_at = now() "
+        "number = EXCLUDED.number, updated_at = statement_timestamp() "
         "WHERE users.number IS DISTINCT FROM EXCLUDED.number"
     ),
     "sqlite": (
