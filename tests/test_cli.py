@@ -5,18 +5,62 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy
+from sqlalchemy import URL, make_url, text
 
+from tests.databases import throwaway_database
 from userstore import migrations
 from userstore.cli import main
+from userstore.demo import NOTEBOOK_URL
+
+IN_MEMORY_NOTE = "(in-memory database: gone when this command exits)"
 
 
-def test_python_m_userstore_replays_the_notebook_on_the_default_database_twice(
+def _rows(url: str | URL) -> list[tuple[Any, ...]]:
+    """Every stored user, every column, read with plain SQLAlchemy."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.NullPool)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text("SELECT * FROM users"))]
+    finally:
+        engine.dispose()
+
+
+def _store(url: str | URL, *users: tuple[str, int | None]) -> None:
+    """Store users with plain SQL, as an app that is not userstore might."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.NullPool)
+    try:
+        with engine.begin() as connection:
+            for name, number in users:
+                connection.execute(
+                    text("INSERT INTO users (name, number) VALUES (:name, :number)"),
+                    {"name": name, "number": number},
+                )
+    finally:
+        engine.dispose()
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("userstore: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_a_bare_userstore_replays_the_notebook_in_memory_and_leaves_the_configured_database_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.delenv("USERSTORE_DATABASE_URL", raising=False)
-    for _ in range(2):  # the second run finds the first run's Jenny
+    real = f"sqlite:///{tmp_path / 'real.db'}"
+    migrations.upgrade(real)
+    _store(real, ("Jenny", 5551234))
+    rows_before = _rows(real)
+    monkeypatch.setenv("USERSTORE_DATABASE_URL", real)
+
+    for _ in range(2):  # nothing is left behind for a second run to trip over
         result = subprocess.run(
             [sys.executable, "-m", "userstore"],
             cwd=tmp_path,
@@ -24,10 +68,47 @@ def test_python_m_userstore_replays_the_notebook_on_the_default_database_twice(
             text=True,
             check=True,
         )
+        # The notebook's In [2] showed Engine(sqlite:///:memory:); SQLAlchemy 2.1
+        # renders that URL's database percent-encoded (sqlite:///%3Amemory%3A).
+        assert f"Engine({make_url(NOTEBOOK_URL)!r})" in result.stdout
         assert "INSERT INTO users (name, number) VALUES (?, ?)" in result.stdout
         assert "User(name=Jenny, number=8675309)" in result.stdout
         assert "jenny_from_db is jenny\nTrue" in result.stdout
-    assert (tmp_path / "userstore.db").exists()
+
+    assert not (tmp_path / "userstore.db").exists()
+    assert _rows(real) == rows_before
+    assert migrations.current(real) == migrations.head()
+
+
+def test_the_demo_on_an_explicit_url_migrates_it_and_leaves_no_users_so_it_can_run_again(
+    fresh_database_url: URL, capsys: pytest.CaptureFixture[str]
+):
+    url = fresh_database_url.render_as_string(hide_password=False)
+
+    for _ in range(2):
+        assert main(["--url", url, "demo", "--quiet"]) == 0
+        out = capsys.readouterr().out
+        assert "User(name=Jenny, number=8675309)" in out
+        assert migrations.current(url) == migrations.head()
+        assert _rows(url) == []
+
+
+@pytest.mark.parametrize("revision", ["0001_users", "head"])
+def test_the_demo_refuses_a_database_that_holds_users_and_changes_nothing(
+    fresh_database_url: URL, revision: str, capsys: pytest.CaptureFixture[str]
+):
+    url = fresh_database_url.render_as_string(hide_password=False)
+    migrations.upgrade(url, revision)
+    _store(url, ("Jenny", 5551234), ("Tommy", None))
+    at_revision = migrations.current(url)
+    rows_before = _rows(url)
+    capsys.readouterr()
+
+    assert main(["--url", url, "demo", "--quiet"]) == 1
+
+    assert "holds users" in _one_error_line(capsys.readouterr().err)
+    assert migrations.current(url) == at_revision  # not even migrated
+    assert _rows(url) == rows_before
 
 
 def test_the_migration_commands_move_and_report_the_revision(
@@ -38,6 +119,7 @@ def test_the_migration_commands_move_and_report_the_revision(
     assert main(["--url", url, "current"]) == 0
     assert capsys.readouterr().out.strip() == "<none>"
     assert main(["--url", url, "upgrade"]) == 0
+    assert capsys.readouterr().out.strip() == f"at revision {migrations.head()}"
     assert main(["--url", url, "check"]) == 0
     assert main(["--url", url, "downgrade", "0001_users"]) == 0
     assert main(["--url", url, "current"]) == 0
@@ -46,12 +128,171 @@ def test_the_migration_commands_move_and_report_the_revision(
     assert migrations.current(url) == migrations.head()
 
 
-def test_a_failing_command_prints_one_line_and_exits_1(
+@pytest.mark.parametrize(
+    "command",
+    [["upgrade"], ["downgrade", "base"], ["current"], ["check"], ["demo"]],
+    ids=" ".join,
+)
+def test_url_is_accepted_before_or_after_the_command_and_wins_over_the_environment(
+    command: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
+    elsewhere = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("USERSTORE_DATABASE_URL", f"sqlite:///{elsewhere}")
+    before = f"sqlite:///{tmp_path / 'before.db'}"
+    after = f"sqlite:///{tmp_path / 'after.db'}"
+    for url in (before, after):
+        migrations.upgrade(url)
+
+    assert main(["--url", before, *command, "--quiet"]) == 0
+    assert main([*command, "--url", after, "--quiet"]) == 0
+
+    assert not elsewhere.exists()
+    assert capsys.readouterr().err == ""
+    assert migrations.current(before) == migrations.current(after)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["upgrade"], ["downgrade", "base"], ["check"], ["demo"]],
+    ids=" ".join,
+)
+def test_quiet_is_accepted_before_or_after_every_command_and_silences_its_report(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    for i, argv in enumerate([["--quiet", *command], [*command, "--quiet"]]):
+        url = f"sqlite:///{tmp_path / f'quiet{i}.db'}"
+        migrations.upgrade(url)
+        capsys.readouterr()
+
+        assert main(["--url", url, *argv]) == 0
+
+        out = capsys.readouterr().out
+        if command == ["demo"]:
+            assert "INSERT INTO" not in out  # no SQL echo; the cells still print
+        else:
+            assert out == ""
+
+
+def test_current_prints_the_revision_even_when_quiet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    url = f"sqlite:///{tmp_path / 'current.db'}"
+    migrations.upgrade(url)
+    capsys.readouterr()
+
+    assert main(["current", "--quiet", "--url", url]) == 0
+
+    assert capsys.readouterr().out == f"{migrations.head()}\n"
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_upgrade_on_an_in_memory_url_reports_the_revision_it_reached_and_that_it_is_gone(
+    url: str, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["--url", url, "upgrade"]) == 0
+    assert capsys.readouterr().out == f"at revision {migrations.head()} {IN_MEMORY_NOTE}\n"
+
+    assert main(["--url", url, "downgrade", "base"]) == 0
+    assert capsys.readouterr().out == f"at revision <none> {IN_MEMORY_NOTE}\n"
+
+
+def test_help_documents_every_exit_code(capsys: pytest.CaptureFixture[str]):
+    assert main(["--help"]) == 0
+
+    out = capsys.readouterr().out
+    assert "exit status:" in out
+    for code in range(5):
+        assert f"\n  {code}  " in out
+
+
+@pytest.mark.parametrize(
+    "argv", [["frobnicate"], ["upgrade", "--bogus"], ["downgrade"], ["--url"]], ids=" ".join
+)
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]):
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["nonsense://", "postgresql+psycopg2://x/y"])
+def test_a_malformed_url_or_an_unsupported_driver_exits_2_with_one_line(
+    url: str, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["--url", url, "current"]) == 2
+
+    _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://postgres@127.0.0.1:1/test", "mariadb://root@127.0.0.1:1/test"]
+)
+@pytest.mark.parametrize("command", [["current"], ["upgrade"], ["demo"]], ids=" ".join)
+def test_an_unreachable_server_exits_3_with_one_line(
+    url: str, command: list[str], capsys: pytest.CaptureFixture[str]
+):
+    assert main(["--url", url, *command, "--quiet"]) == 3
+
+    assert "127.0.0.1:1" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_sqlite_file_in_a_missing_directory_exits_3_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    missing = tmp_path / "missing"
+
+    assert main(["--url", f"sqlite:///{missing / 'users.db'}", "upgrade"]) == 3
+
+    _one_error_line(capsys.readouterr().err)
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_credentials_the_server_rejects_exit_3_with_one_line(
+    backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    with throwaway_database(backend, tmp_path) as url:
+        stranger = url.set(username="userstore_no_such_user", password=None)
+
+        assert main(["--url", stranger.render_as_string(), "current"]) == 3
+
+    _one_error_line(capsys.readouterr().err)
+
+
+def test_check_on_a_database_behind_head_exits_4_naming_the_revision(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    main(["--url", url, "upgrade", "0001_users"])
+    migrations.upgrade(url, "0001_users")
+    capsys.readouterr()
 
-    assert main(["--url", url, "check"]) == 1
-    assert "schema is at revision 0001_users" in capsys.readouterr().err
+    assert main(["--url", url, "check"]) == 4
+
+    assert "schema is at revision 0001_users" in _one_error_line(capsys.readouterr().err)
+
+
+def test_check_on_a_drifted_schema_exits_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    migrations.upgrade(url)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE users ADD COLUMN nickname VARCHAR(20)"))
+    finally:
+        engine.dispose()
+    capsys.readouterr()
+
+    assert main(["--url", url, "check"]) == 4
+
+    assert "differs from userstore's models" in _one_error_line(capsys.readouterr().err)
+
+
+def test_an_unknown_revision_exits_1_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+
     assert main(["--url", url, "upgrade", "nope"]) == 1
+
+    assert "nope" in _one_error_line(capsys.readouterr().err)
