@@ -17,8 +17,9 @@ from typing import Any, Final
 from sqlalchemy import URL
 
 from benchmarks.framework import BenchmarkError
-from userstore.engine import MARIADB_SESSION_SETUP, SQLITE_BUSY_TIMEOUT_SECONDS
+from userstore.engine import MARIADB_SESSION_SETUP
 from userstore.models import MARIADB_CHARSET
+from userstore.sqlite import BUSY_TIMEOUT_SECONDS as SQLITE_BUSY_TIMEOUT_SECONDS
 
 FILL_BATCH_ROWS: Final = 10_000
 _COPY: Final = "COPY users (name, number) FROM STDIN"

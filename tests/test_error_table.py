@@ -48,10 +48,15 @@ def test_a_server_error_without_a_code_is_unavailable_only_while_connecting():
     assert classify(refused, "postgresql") is DatabaseError
 
 
+def _with_sqlstate(error: pymysql.err.MySQLError) -> pymysql.err.MySQLError:
+    error.sqlstate = "23000"  # (PyMySQL sets it itself from 1.2; set here for older ones)
+    return error
+
+
 def test_pymysql_errors_are_matched_by_error_number_not_by_their_generic_sqlstate():
-    orig = pymysql.err.IntegrityError(1062, "Duplicate entry", sqlstate="23000")
+    orig = _with_sqlstate(pymysql.err.IntegrityError(1062, "Duplicate entry"))
     assert classify(sa_exc.IntegrityError("SQL", {}, orig), "mariadb") is DuplicateUserError
-    other = pymysql.err.IntegrityError(1452, "foreign key", sqlstate="23000")
+    other = _with_sqlstate(pymysql.err.IntegrityError(1452, "foreign key"))
     assert classify(sa_exc.IntegrityError("SQL", {}, other), "mariadb") is DatabaseError
 
 

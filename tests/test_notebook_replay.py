@@ -18,6 +18,8 @@ from tests.schema import create_schema
 
 # psycopg's dialect also casts parameters (``%(pk_1)s::VARCHAR``).
 _PLACEHOLDER = re.compile(r"(%\(\w+\)s|%s)(::[A-Z]+)?")
+# SQLAlchemy 2.0 labels selected columns (``users.name AS users_name``); 2.1 does not.
+_LABEL = re.compile(r" AS users_\w+")
 # The notebook selected name and number; the model has since gained timestamps.
 SELECT_JENNY = (
     "SELECT users.name, users.number, users.created_at, users.updated_at "
@@ -39,7 +41,7 @@ class EchoedStatements:
         ]
         self._caplog.clear()
         statements = [m for m in messages if not m.startswith("[")]  # parameter lines
-        return [_PLACEHOLDER.sub("?", " ".join(s.split())) for s in statements]
+        return [_LABEL.sub("", _PLACEHOLDER.sub("?", " ".join(s.split()))) for s in statements]
 
 
 def _begin(backend: str) -> list[str]:
