@@ -5,7 +5,7 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from userstore.engine import create_engine, write_intent
 from userstore.migration_env import configure_options, migration_lock, migration_url
@@ -50,11 +50,25 @@ def _run_on(connection: Connection) -> None:
 
 
 def run_migrations_online() -> None:
-    """Migrate through a live connection: the caller's, or one to the configured URL."""
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run_on(connection)
+    """Migrate through a live connection: the caller's, or one to the configured URL.
+
+    The caller may put a ``Connection`` in ``config.attributes["connection"]``
+    (userstore.migrations does), or an ``Engine`` (pytest-alembic's convention):
+    then a connection is taken from it, and the engine is left to its owner.
+    """
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        _run_on(given)
         return
+    if isinstance(given, Engine):
+        with given.connect() as connection:
+            _run_on(connection)
+        return
+    if given is not None:
+        raise TypeError(
+            'config.attributes["connection"] must be a sqlalchemy Connection or Engine, '
+            f"not {type(given).__name__}"
+        )
     engine = create_engine(migration_url(config))
     try:
         with engine.connect() as connection:

@@ -18,7 +18,35 @@ import pytest
 import sqlalchemy
 from sqlalchemy import URL, make_url
 
-BACKENDS: Final = ("sqlite", "postgresql", "mariadb")
+ALL_BACKENDS: Final = ("sqlite", "postgresql", "mariadb")
+
+
+def _names(variable: str) -> set[str]:
+    value = os.environ.get(variable, "")
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _selected_backends() -> tuple[str, ...]:
+    """Backends named in ``USERSTORE_TEST_BACKENDS`` (default, or ``all``: every one).
+
+    Raises:
+        ValueError: the variable names a backend that does not exist.
+    """
+    names = _names("USERSTORE_TEST_BACKENDS")
+    if not names or "all" in names:
+        return ALL_BACKENDS
+    unknown = names - set(ALL_BACKENDS)
+    if unknown:
+        raise ValueError(
+            f"USERSTORE_TEST_BACKENDS names unknown backends {sorted(unknown)}; "
+            f"choose from {', '.join(ALL_BACKENDS)} or all"
+        )
+    return tuple(backend for backend in ALL_BACKENDS if backend in names)
+
+
+BACKENDS: Final = _selected_backends()
+"""The backends under test, in a fixed order; tests of any other backend skip."""
+
 SERVER_URLS: Final = {
     "postgresql": os.environ.get(
         "USERSTORE_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -41,10 +69,32 @@ _DROP: Final = {
 
 
 def required_backends() -> set[str]:
-    """Backends named in ``USERSTORE_REQUIRE_BACKENDS``: missing ones fail, not skip."""
-    value = os.environ.get("USERSTORE_REQUIRE_BACKENDS", "")
-    names = {part.strip() for part in value.split(",") if part.strip()}
-    return set(BACKENDS) if "all" in names else names
+    """Backends named in ``USERSTORE_REQUIRE_BACKENDS``: missing ones fail, not skip.
+
+    ``all`` means every backend under test (:data:`BACKENDS`).
+
+    Raises:
+        ValueError: a required backend is unknown, or left out by ``USERSTORE_TEST_BACKENDS``.
+    """
+    names = _names("USERSTORE_REQUIRE_BACKENDS")
+    if "all" in names:
+        return set(BACKENDS)
+    unknown = names - set(ALL_BACKENDS)
+    if unknown:
+        raise ValueError(
+            f"USERSTORE_REQUIRE_BACKENDS names unknown backends {sorted(unknown)}; "
+            f"choose from {', '.join(ALL_BACKENDS)} or all"
+        )
+    left_out = names - set(BACKENDS)
+    if left_out:
+        raise ValueError(
+            f"USERSTORE_REQUIRE_BACKENDS requires {sorted(left_out)}, "
+            f"but USERSTORE_TEST_BACKENDS selects only {', '.join(BACKENDS)}"
+        )
+    return names
+
+
+required_backends()  # a contradictory setting fails at start-up, before any test runs
 
 
 def _admin_engine(backend: str) -> sqlalchemy.Engine:
@@ -72,6 +122,8 @@ def _admin_engine(backend: str) -> sqlalchemy.Engine:
 @contextmanager
 def throwaway_database(backend: str, tmp_path: Path) -> Iterator[URL]:
     """Create an empty database on ``backend``, yield its URL, drop it afterwards."""
+    if backend not in BACKENDS:
+        pytest.skip(f"{backend} is not under test (USERSTORE_TEST_BACKENDS={','.join(BACKENDS)})")
     name = f"userstore_test_{uuid.uuid4().hex[:12]}"
     if backend == "sqlite":
         tmp_path.mkdir(parents=True, exist_ok=True)

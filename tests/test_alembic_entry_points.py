@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import venv
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -63,61 +64,93 @@ def test_offline_sql_for_mariadb_is_rerunnable_step_by_step():
     assert " alembic_version" not in sql
 
 
+def _run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``command``; on failure, fail the test showing what it printed."""
+    result = subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
+    if result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} exited {result.returncode}\n"
+            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class InstalledWheel:
+    """userstore installed from its wheel into ``target``, outside the repository.
+
+    Its dependencies (SQLAlchemy, alembic) come from the running environment: run
+    :attr:`python` with :attr:`env`, whose ``PYTHONPATH`` puts ``target`` ahead of them (and
+    of the editable checkout, whose finder Python only consults when the path has no
+    ``userstore``).
+    """
+
+    target: Path
+    python: str
+    env: dict[str, str]
+
+
 @pytest.fixture(scope="module")
-def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv outside the repository with userstore installed from its wheel."""
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
+    """userstore built into a wheel and installed, both offline.
+
+    The build uses the running environment's setuptools (the test extra brings one that meets
+    the build-system requirement) instead of fetching one, and goes through an sdist, as
+    ``python -m build`` does by default, so the wheel also shows what the sdist carries. The
+    install takes the wheel alone: no index, no dependencies.
+    """
     base = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(base / "dist"), str(ROOT)],
-        check=True,
-        capture_output=True,
+    _run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(base / "dist"), str(ROOT)]
     )
     (wheel,) = (base / "dist").glob("userstore-*.whl")
-    venv.create(base / "venv", with_pip=True)
-    python = base / "venv" / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", str(wheel)],
-        check=True,
-        capture_output=True,
-    )
-    return python
+    target = base / "site"
+    pip_install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps"]
+    _run([*pip_install, "--target", str(target), str(wheel)])
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    return InstalledWheel(target=target, python=sys.executable, env=env)
 
 
-def test_the_installed_wheel_migrates_a_fresh_sqlite_file(installed_wheel: Path, tmp_path: Path):
+def test_the_installed_wheel_migrates_a_fresh_sqlite_file(
+    installed_wheel: InstalledWheel, tmp_path: Path
+):
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     script = (
-        "import sys, userstore, userstore.migrations as m;"
-        "assert 'site-packages' in userstore.__file__, userstore.__file__;"
+        "import pathlib, sys, userstore, userstore.migrations as m;"
+        "here = pathlib.Path(userstore.__file__).resolve();"
+        "assert here.is_relative_to(pathlib.Path(sys.argv[2]).resolve()), here;"
         "m.upgrade(sys.argv[1]); m.assert_current(sys.argv[1]); m.check(sys.argv[1]);"
-        "print(m.current(sys.argv[1]))"
+        "print(m.script_location()); print(m.current(sys.argv[1]))"
     )
-    result = subprocess.run(
-        [str(installed_wheel), "-c", script, url],
+    result = _run(
+        [installed_wheel.python, "-c", script, url, str(installed_wheel.target)],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
+        env=installed_wheel.env,
     )
 
-    assert result.stdout.split()[-1] == migrations.head()
+    scripts, revision = result.stdout.split()[-2:]
+    assert Path(scripts).is_relative_to(installed_wheel.target.resolve())
+    assert revision == migrations.head()
+
+
+def test_the_wheel_carries_the_license(installed_wheel: InstalledWheel):
+    (dist_info,) = installed_wheel.target.glob("userstore-*.dist-info")
+    licenses = [path.name for path in dist_info.rglob("LICENSE")]
+
+    assert licenses == ["LICENSE"]
+    assert "License-Expression: MIT" in (dist_info / "METADATA").read_text(encoding="utf-8")
 
 
 def test_an_apps_own_alembic_ini_can_point_at_the_packaged_scripts(
-    installed_wheel: Path, tmp_path: Path
+    installed_wheel: InstalledWheel, tmp_path: Path
 ):
     (tmp_path / "alembic.ini").write_text(
         "[alembic]\nscript_location = userstore:_alembic\n", encoding="utf-8"
     )
     url = f"sqlite:///{tmp_path / 'app.db'}"
-    env = {**os.environ, "USERSTORE_DATABASE_URL": url}
+    env = {**installed_wheel.env, "USERSTORE_DATABASE_URL": url}
 
-    subprocess.run(
-        [str(installed_wheel.parent / "alembic"), "upgrade", "head"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        check=True,
-    )
+    _run([installed_wheel.python, "-m", "alembic", "upgrade", "head"], cwd=tmp_path, env=env)
 
     engine = userstore.create_engine(url)
     try:
