@@ -211,9 +211,9 @@ def test_help_documents_every_exit_code(capsys: pytest.CaptureFixture[str]):
 @pytest.mark.parametrize(
     "argv", [["frobnicate"], ["upgrade", "--bogus"], ["downgrade"], ["--url"]], ids=" ".join
 )
-def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]):
+def test_bad_arguments_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]):
     assert main(argv) == 2
-    assert "usage:" in capsys.readouterr().err
+    _one_error_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("url", ["nonsense://", "postgresql+psycopg2://x/y"])

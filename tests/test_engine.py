@@ -10,7 +10,7 @@ import sqlalchemy
 from sqlalchemy import URL, Engine, make_url, text
 
 import userstore
-from tests.databases import migrated_database
+from tests.databases import migrated_database, throwaway_database
 from tests.schema import create_schema
 from userstore import ConfigurationError, User, UserRepository, create_session_factory
 from userstore.engine import DEFAULT_DATABASE_URL, resolve_url
@@ -232,3 +232,44 @@ def test_a_missing_driver_is_refused_naming_the_extra_to_install(monkeypatch: py
 def test_an_engine_option_sqlalchemy_rejects_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="no_such_option"):
         userstore.create_engine("sqlite://", no_such_option=1)
+
+
+def test_an_isolation_level_the_backend_lacks_is_refused_before_connecting():
+    with pytest.raises(ConfigurationError, match="isolation_level must be one of"):
+        userstore.create_engine("sqlite://", isolation_level="BOGUS")
+    with pytest.raises(ConfigurationError, match="READ COMMITTED"):
+        userstore.create_engine("postgresql://u@h/db", isolation_level="SNAPSHOT")
+
+
+def test_a_connect_option_the_driver_does_not_take_is_a_configuration_error(
+    backend: str, database_url: URL
+):
+    if backend == "sqlite":
+        url, options = database_url, {"connect_args": {"no_such_option": 1}}
+    else:  # a stray query parameter in the URL reaches the driver as a keyword
+        url, options = database_url.update_query_dict({"no_such_option": "1"}), {}
+    engine = userstore.create_engine(url, **options)
+    try:
+        with pytest.raises(ConfigurationError, match="no_such_option"):
+            engine.connect()
+    finally:
+        engine.dispose()
+
+
+# psycopg gives no code for a failure to connect, MariaDB does (README, Errors).
+_REFUSED_CREDENTIALS = {
+    "postgresql": userstore.DatabaseUnavailableError,
+    "mariadb": userstore.DatabaseError,
+}
+
+
+@pytest.mark.parametrize("server", sorted(_REFUSED_CREDENTIALS))
+def test_credentials_the_server_rejects_raise_the_documented_error(server: str, tmp_path: Path):
+    with throwaway_database(server, tmp_path) as url:
+        engine = userstore.create_engine(url.set(username="no_such_user", password="x"))
+        try:
+            with pytest.raises(userstore.DatabaseError) as raised:
+                engine.connect()
+            assert type(raised.value) is _REFUSED_CREDENTIALS[server]
+        finally:
+            engine.dispose()

@@ -338,3 +338,53 @@ def test_eight_reader_processes_and_two_writers_on_one_file_never_see_locked_or_
         f"\n[sqlite] {READERS} reader processes ({reads} read units) beside {WRITERS} writers "
         f"({stored} commits) on one file, {elapsed:.1f}s: 0 'database is locked', lost 0"
     )
+
+
+def test_adding_the_name_of_a_loaded_user_deleted_since_is_transient_not_a_duplicate(
+    sqlite_url: URL, engines: list[Engine]
+):
+    handler = _repo(engines, sqlite_url)
+    setup = _repo(engines, sqlite_url)
+    _ = setup.add(User(name="z", number=1))
+    setup.commit()
+    stale = handler.get_one("z")  # the handler's snapshot holds z
+    setup.delete("z")
+    setup.commit()
+
+    with pytest.raises(TransientDatabaseError):  # its snapshot is stale: retry, not "taken"
+        handler.add(User(name="z", number=77))
+    assert stale.number == 1
+    handler.add(User(name="z", number=77))  # the retry sees z gone
+    handler.commit()
+    assert [(u.name, u.number) for u in setup.list()] == [("z", 77)]
+
+
+class _Interrupted(BaseException):
+    """What a KeyboardInterrupt or a framework's timeout looks like to the driver."""
+
+
+def test_in_memory_an_interrupted_statement_loses_nothing_committed(memory_engine: Engine):
+    factory = create_session_factory(memory_engine)
+    with factory() as session:
+        repo = UserRepository(session)
+        repo.add(User(name="committed", number=1))
+        repo.commit()
+
+    def interrupt(*_: object) -> None:
+        raise _Interrupted
+
+    session = factory()
+    UserRepository(session).add(User(name="uncommitted", number=1))
+    session.flush()
+    event.listen(memory_engine, "before_cursor_execute", interrupt)
+    try:
+        with pytest.raises(_Interrupted):
+            session.execute(text("SELECT count(*) FROM users"))
+    finally:
+        event.remove(memory_engine, "before_cursor_execute", interrupt)
+    session.close()
+    with factory() as session:
+        session.connection().invalidate()  # SQLAlchemy giving up on the connection, directly
+
+    with factory() as session:
+        assert [u.name for u in UserRepository(session).list()] == ["committed"]

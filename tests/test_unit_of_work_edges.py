@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from userstore import (
+    DatabaseError,
     DuplicateUserError,
     InvalidUserError,
     TransientDatabaseError,
@@ -252,3 +253,72 @@ def test_a_bad_row_in_add_many_keeps_earlier_staged_work_and_writes_nothing_of_t
     assert repo.count() == 1
     repo.commit()
     assert stored() == [("staged", 1)]
+
+
+def test_a_user_loaded_before_a_bulk_write_shows_it_and_stays_readable_after_close(
+    engine: Engine, empty_table: None
+):
+    with create_session_factory(engine)() as session:
+        repo = UserRepository(session)
+        _store(repo, "a")
+        loaded = repo.get_one("a")
+        repo.upsert_many([("a", 60)])
+        repo.add_many([("b", 1)])
+        repo.commit()
+
+    assert loaded.number == 60  # after the session closed: no lazy load needed
+    assert loaded.updated_at >= loaded.created_at
+
+
+def test_a_user_loaded_before_a_bulk_write_and_deleted_elsewhere_stays_readable(
+    repo: UserRepository, other: UserRepository
+):
+    _store(repo, "a")
+    loaded = repo.get_one("a")
+    repo.upsert_many([("a", 7)])
+    repo.commit()
+    other.delete("a")
+    other.commit()
+
+    assert loaded.number == 7  # its last known value, never a refresh that finds nothing
+
+
+@pytest.mark.parametrize("read", ["get", "list", "iter_all"])
+def test_a_read_with_autoflush_off_never_undoes_a_staged_change(
+    repo: UserRepository, stored: Stored, read: str
+):
+    _store(repo, "a")
+    user = repo.get_one("a")
+    user.number = 5
+
+    with repo.session.no_autoflush:
+        if read == "get":
+            repo.get("a")
+        else:
+            list(getattr(repo, read)())
+
+    assert user.number == 5
+    repo.commit()
+    assert stored() == [("a", 5)]
+
+
+# PyMySQL warns as it drops the rest of the stream on close; that is expected here.
+@pytest.mark.filterwarnings("ignore:Previous unbuffered result was left incomplete")
+def test_iter_all_fails_loudly_when_its_session_is_closed_mid_loop(
+    repo: UserRepository, stored: Stored
+):
+    repo.add_many((f"u{i:05d}", i) for i in range(3_000))
+    repo.commit()
+    seen = 0
+
+    def read_while_closing() -> None:
+        nonlocal seen
+        for _ in repo.iter_all(batch_size=100):
+            seen += 1
+            if seen == 150:
+                repo.session.close()
+
+    with pytest.raises(DatabaseError):  # never a silent early end (PyMySQL just stops)
+        read_while_closing()
+    assert seen < 3_000
+    assert len(stored()) == 3_000

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Final
+from typing import Final, NoReturn
 
 from sqlalchemy import Engine
 
@@ -50,6 +50,13 @@ exit status:
 """
 
 _IN_MEMORY_NOTE: Final = "(in-memory database: gone when this command exits)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"userstore: {message} (see: {self.prog} --help)\n")
 
 
 class _CannotConnectError(UserStoreError):
@@ -116,7 +123,7 @@ def _add_common_options(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="userstore",
         description="Store users in SQLite, PostgreSQL or MariaDB. Without a command: demo.",
         epilog=_EPILOG,

@@ -27,6 +27,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import ExceptionContext
 
 from userstore.errors import (
+    ConfigurationError,
     DatabaseError,
     DatabaseUnavailableError,
     DuplicateUserError,
@@ -234,6 +235,13 @@ def install_error_translation(engine: Engine) -> None:
             # The driver's view of the transaction may be stale after an
             # error reply; the pool's reset must not trust it.
             connection.info[NEEDS_ROLLBACK] = True
+        if connection is None and isinstance(sa_error, sa_exc.ProgrammingError):
+            # The driver refused its connection options (psycopg: "invalid
+            # connection option") before reaching any server.
+            return ConfigurationError(
+                f"the {context.dialect.driver} driver refused the connection options: "
+                f"{' '.join(str(context.original_exception).split())}"
+            )
         return translate(sa_error, context.dialect.name, connecting=connection is None)
 
 

@@ -56,6 +56,10 @@ class Ledger:
     deleted: set[str] = field(default_factory=set)
     bulk: bool = False
     flushing: list[str] = field(default_factory=list)
+    # Every name this transaction wrote in any way (insert, update, delete,
+    # bulk): the users whose loaded values a rollback may have made untrue.
+    touched: set[str] = field(default_factory=set)
+    touching: list[str] = field(default_factory=list)
     savepoints: dict[SessionTransaction, _Marks] = field(default_factory=dict)
     ended: tuple[SessionTransaction, _Marks] | None = None
 
@@ -73,6 +77,8 @@ class Ledger:
         self.deleted.clear()
         self.bulk = False
         self.flushing = []
+        self.touched.clear()
+        self.touching = []
         self.savepoints.clear()
         self.ended = None
 
@@ -117,7 +123,14 @@ def pending_names(session: Session) -> list[str]:
 
 
 def _before_flush(session: Session, *_: object) -> None:
-    _ledger_of(session).flushing = pending_names(session)
+    book = _ledger_of(session)
+    book.flushing = pending_names(session)
+    book.touching = [
+        obj.name
+        for group in (session.dirty, session.deleted)
+        for obj in group
+        if isinstance(obj, User)
+    ]
 
 
 def _after_flush(session: Session, *_: object) -> None:
@@ -128,7 +141,9 @@ def _after_flush(session: Session, *_: object) -> None:
     book.written.update(book.flushing)
     book.deleted.difference_update(book.flushing)
     book.deleted.update(deleted)
+    book.touched.update(book.flushing, book.touching)
     book.flushing = []
+    book.touching = []
 
 
 def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
@@ -208,3 +223,27 @@ def first_stored(session: Session, candidates: Iterable[str]) -> str | None:
         if stored is not None:
             return stored
     return None
+
+
+_COLUMNS: Final = tuple(column.key for column in User.__table__.columns)
+
+
+def values_to_keep(session: Session) -> list[tuple[User, dict[str, object]]]:
+    """The loaded values of users a rollback would expire though this transaction left them be.
+
+    SQLAlchemy expires every user on rollback, so reading one afterwards
+    would go to the database (and fail once the session is closed, or the
+    row deleted). A user this transaction did not write still holds what it
+    was read with: the repository puts those values back after the rollback.
+    """
+    book = _ledger_of(session)
+    kept = []
+    for obj in session.identity_map.values():
+        if not isinstance(obj, User):
+            continue
+        state = inspect(obj)
+        if state.modified or state.deleted or obj.__dict__.get("name") in book.touched:
+            continue
+        values = {key: obj.__dict__[key] for key in _COLUMNS if key in obj.__dict__}
+        kept.append((obj, values))
+    return kept

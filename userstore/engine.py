@@ -65,6 +65,7 @@ def create_engine(url: str | URL | None = None, *, echo: bool = False, **kwargs:
     """
     resolved = resolve_url(url)
     backend = resolved.get_backend_name()
+    _check_isolation_level(backend, kwargs.get("isolation_level"))
     connect_args: dict[str, Any] = {}
     options: dict[str, Any] = {}
     if backend == "sqlite":
@@ -100,11 +101,47 @@ def create_engine(url: str | URL | None = None, *, echo: bool = False, **kwargs:
     except (sa_exc.ArgumentError, TypeError) as exc:
         raise ConfigurationError(f"cannot create an engine with these options: {exc}") from None
     install_error_translation(engine)
+    _refuse_unknown_connect_options(engine)
     if backend == "sqlite":
         sqlite.configure(engine, resolved)
     elif backend in ("mysql", "mariadb") and options["pool_reset_on_return"] is None:
         _configure_mariadb(engine)
     return engine
+
+
+_ISOLATION_LEVELS: Final = {
+    "sqlite": frozenset({"SERIALIZABLE", "READ UNCOMMITTED", "AUTOCOMMIT"}),
+    "server": frozenset(
+        {"READ COMMITTED", "READ UNCOMMITTED", "REPEATABLE READ", "SERIALIZABLE", "AUTOCOMMIT"}
+    ),
+}
+
+
+def _check_isolation_level(backend: str, level: object) -> None:
+    """Refuse an isolation level the backend does not have, before anything connects."""
+    if level is None:
+        return
+    known = _ISOLATION_LEVELS["sqlite" if backend == "sqlite" else "server"]
+    if level not in known:
+        raise ConfigurationError(
+            f"isolation_level must be one of {', '.join(sorted(known))} on {backend}, got {level!r}"
+        )
+
+
+def _refuse_unknown_connect_options(engine: Engine) -> None:
+    """Turn a driver's refusal of a connect option (a stray URL query parameter) into ours."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(
+        dialect: sqlalchemy.Dialect, _record: object, cargs: Any, cparams: Any
+    ) -> DBAPIConnection:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"the {dialect.driver} driver does not take these connection options "
+                f"(from the URL's query or connect_args): {exc}"
+            ) from None
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -6,10 +6,11 @@ import builtins
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, ParamSpec, TypeVar
 
-from sqlalchemy import Integer, bindparam, exists, func, inspect, select
+from sqlalchemy import Integer, bindparam, exists, func, inspect, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import exc as orm_exc
+from sqlalchemy.orm.attributes import set_committed_value
 
 from userstore import duplicates
 from userstore.bulk import (
@@ -49,8 +50,14 @@ _LIST_STATEMENTS: Final = {
     (False, True): _PAGE.limit(_LIMIT),
     (True, True): _PAGE_AFTER.limit(_LIMIT),
 }
-# Reads refresh users this session already holds: they see the database.
+# Reads refresh users this session already holds, so they see the database;
+# not while a change is staged but unflushed (autoflush off), which it would undo.
 _FRESH: Final = {"populate_existing": True}
+_AS_STAGED: Final[dict[str, bool]] = {}
+# Takes SQLite's write lock without writing: a unit of work whose snapshot is
+# stale fails here (SQLITE_BUSY_SNAPSHOT), so what it reads next is current.
+_CLAIM_SQLITE_WRITE_LOCK: Final = text("UPDATE users SET name = name WHERE 0")
+_LOADED_AMONG: Final = select(User).where(User.name.in_(bindparam("names", expanding=True)))
 # What a failed database call can raise: SQLAlchemy's own errors (pool, ORM)
 # and the engine's translated ones.
 _FAILURES: Final = (sa_exc.SQLAlchemyError, DatabaseError)
@@ -130,6 +137,8 @@ class UserRepository:
         row: the stale object, which the flush showed has no unwritten
         change, leaves the session.
         """
+        if self._dialect_name() == "sqlite":
+            self._send(self._session.execute, _CLAIM_SQLITE_WRITE_LOCK)
         if self.exists(name):
             self._discard_unit_of_work()
             raise DuplicateUserError(name)
@@ -159,7 +168,7 @@ class UserRepository:
             DatabaseError: the database failed; the unit of work was rolled back.
         """
         validate_name(name)
-        return self._send(self._session.get, User, name, populate_existing=True)
+        return self._send(self._session.get, User, name, populate_existing=self._refreshing())
 
     def get_one(self, name: str) -> User:
         """Return the user called ``name``.
@@ -226,9 +235,10 @@ class UserRepository:
         validate_limit(limit)
         statement = _LIST_STATEMENTS[(after is not None, limit is not None)]
         parameters = {"after": after, "limit": limit}
+        options = _FRESH if self._refreshing() else _AS_STAGED
         return self._send(
             lambda: builtins.list(
-                self._session.scalars(statement, parameters, execution_options=_FRESH)
+                self._session.scalars(statement, parameters, execution_options=options)
             )
         )
 
@@ -316,7 +326,7 @@ class UserRepository:
     def _write_each(self, batches: Iterator[Batch], write: Callable[[Batch], None]) -> None:
         for batch in batches:
             write(batch)
-            self._expire_loaded(name for name, _ in batch)
+            self._refresh_loaded(name for name, _ in batch)
 
     def upsert(self, name: str, number: int | None) -> User:
         """Insert the user, or set its number if the name exists, in one native statement.
@@ -390,27 +400,51 @@ class UserRepository:
         return self._iterate(batch_size)
 
     def _iterate(self, batch_size: int) -> Iterator[User]:
+        connection = self._send(self._session.connection)
+        options = _FRESH if self._refreshing() else _AS_STAGED
         result = self._send(
-            self._session.scalars,
-            _PAGE,
-            execution_options={"yield_per": batch_size, **_FRESH},
+            self._session.scalars, _PAGE, execution_options={"yield_per": batch_size, **options}
         )
         try:
             yield from result
+            if connection.closed:
+                # Some drivers (PyMySQL's streaming cursor) just stop when the
+                # session is closed under the loop: never pass that off as the end.
+                raise DatabaseError(
+                    "the session was closed while iter_all() was reading; "
+                    "the users after those already yielded were not read"
+                )
         except _FAILURES as exc:
             raise self._failure(exc) from exc
         finally:
             result.close()
 
-    def _expire_loaded(self, names: Iterable[str]) -> None:
-        """Make users loaded before a bulk write reload on next access."""
+    def _refresh_loaded(self, names: Iterable[str]) -> None:
+        """Reload, in one query, the users this session holds that a bulk write changed.
+
+        They keep every value loaded (no expiry, so no lazy load later): read
+        after the session closes, they show what the bulk write stored.
+        """
         identity_map = self._session.identity_map
         if not len(identity_map):
             return
-        written = set(names)
-        for user in builtins.list(identity_map.values()):
-            if isinstance(user, User) and user.name in written:
-                self._session.expire(user)
+        loaded = {key[1][0] for key in identity_map.keys() if key[0] is User}  # noqa: SIM118
+        changed = builtins.list(loaded.intersection(names))
+        if changed:
+            with self._session.no_autoflush:
+                self._session.scalars(
+                    _LOADED_AMONG, {"names": changed}, execution_options=_FRESH
+                ).all()
+
+    def _refreshing(self) -> bool:
+        """Whether a read may refresh the users this session holds.
+
+        Yes when it holds none, or when the read's own autoflush writes every
+        staged change first; not when a change would stay unflushed
+        (autoflush off), since the refresh would undo it.
+        """
+        session = self._session
+        return bool(len(session.identity_map)) and (session.autoflush or not session.dirty)
 
     def commit(self) -> None:
         """Write the unit of work atomically and start a new one.
@@ -429,7 +463,12 @@ class UserRepository:
         self._send(self._session.commit)
 
     def rollback(self) -> None:
-        """Discard the unit of work: staged users are dropped, loaded ones expired."""
+        """Discard the unit of work.
+
+        Staged users are dropped. Loaded users this unit of work wrote are
+        expired (their values may be untrue now) and reload on next read;
+        the others keep the values they were read with.
+        """
         self._discard_unit_of_work()
 
     def _flushed(self, operation: Callable[_P, _T]) -> Callable[_P, _T]:
@@ -497,12 +536,16 @@ class UserRepository:
         return _rolled_back(exc, self._dialect_name())
 
     def _discard_unit_of_work(self) -> None:
+        kept = duplicates.values_to_keep(self._session) if len(self._session.identity_map) else []
         try:
             self._session.rollback()
         except _FAILURES:
             # The connection died under the rollback; closing releases it and
             # leaves the session ready to begin afresh.
             self._session.close()
+        for user, values in kept:  # users this unit of work did not write stay readable
+            for key, value in values.items():
+                set_committed_value(user, key, value)
 
 
 def _rolled_back(exc: BaseException, dialect_name: str) -> DatabaseError:

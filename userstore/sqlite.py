@@ -20,6 +20,8 @@ session in the thread that already holds it (it could never get its turn).
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +37,8 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from userstore.errors import DatabaseError
 
 BUSY_TIMEOUT_SECONDS: Final = 30.0
+# How long a thread waits for an in-memory database's connection that it holds itself.
+SAME_THREAD_WAIT_SECONDS: Final = 1.0
 
 _WRITE_INTENT: ContextVar[bool] = ContextVar("userstore_sqlite_write_intent", default=False)
 
@@ -67,6 +71,7 @@ def engine_options(url: URL, connect_args: dict[str, Any], options: dict[str, An
     if is_memory_database(url):
         # One connection, used by every thread in turn.
         connect_args["check_same_thread"] = False
+        connect_args["factory"] = KeptOpenConnection
         options["poolclass"] = OneConnectionPool
 
 
@@ -93,14 +98,43 @@ def configure(engine: Engine, url: URL) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if _WRITE_INTENT.get() else "BEGIN")
 
 
+class KeptOpenConnection(sqlite3.Connection):
+    """An in-memory database's connection, which SQLAlchemy must not end.
+
+    SQLAlchemy closes a connection it invalidates (after an interrupted
+    statement, say) and opens another: for an in-memory database that would
+    be a new, empty database, and every commit lost. Here ``close()`` only
+    rolls back what was in progress and retires the connection;
+    :class:`OneConnectionPool` copies the database into its successor, and
+    :meth:`OneConnectionPool.dispose` ends it for real.
+    """
+
+    retired = False
+
+    def close(self) -> None:
+        self.retired = True
+        if self.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # an interrupted statement may block it
+                self.rollback()
+
+    def close_for_real(self) -> None:
+        """End the connection, and with it the in-memory database."""
+        super().close()
+
+
 class OneConnectionPool(StaticPool):
     """The one connection of an in-memory database, lent to one checkout at a time.
 
     Another thread waits up to ``timeout`` seconds for its turn, then gets
     SQLAlchemy's pool ``TimeoutError`` (a
     :class:`~userstore.errors.TransientDatabaseError` once translated). The
-    thread that holds the connection cannot wait for itself: a second
-    checkout from it raises :class:`~userstore.errors.DatabaseError` at once.
+    thread that holds the connection usually cannot wait for itself (two
+    sessions interleaved in one thread), so it waits only a moment, then
+    raises :class:`~userstore.errors.DatabaseError` saying so; the moment
+    lets a thread pool that hands a session's end to another thread go on.
+    The connection is never replaced while the pool lives, whatever
+    SQLAlchemy invalidates: only :meth:`dispose` (``engine.dispose()``) ends
+    the database.
     """
 
     # (``timeout`` is positional-or-keyword so that create_engine(pool_timeout=...) finds it.)
@@ -109,6 +143,21 @@ class OneConnectionPool(StaticPool):
         self._timeout = timeout
         self._turn = threading.Lock()
         self._holder: int | None = None
+        self._kept: Any = None
+        connect = self._invoke_creator
+
+        def the_one_connection(record: ConnectionPoolEntry) -> Any:
+            kept = self._kept
+            if kept is not None and not kept.retired:
+                return kept
+            fresh = connect(record)
+            if kept is not None:  # SQLAlchemy gave up on it: carry the database over
+                kept.backup(fresh)
+                kept.close_for_real()
+            self._kept = fresh
+            return fresh
+
+        self._invoke_creator = the_one_connection  # type: ignore[assignment]
 
     def recreate(self) -> OneConnectionPool:
         self.logger.info("Pool recreating")
@@ -124,18 +173,25 @@ class OneConnectionPool(StaticPool):
             dialect=self._dialect,
         )
 
+    def dispose(self) -> None:
+        super().dispose()
+        kept, self._kept = self._kept, None
+        if isinstance(kept, KeptOpenConnection):
+            kept.close_for_real()
+
     def _do_get(self) -> ConnectionPoolEntry:
         me = threading.get_ident()
         if self._holder == me:
-            raise DatabaseError(
-                "this in-memory SQLite database has one connection, and another session in "
-                "this thread is using it: commit, roll back or close that session first "
-                "(or use a SQLite file, where sessions can overlap)"
-            )
-        if not self._turn.acquire(timeout=self._timeout):
+            if not self._turn.acquire(timeout=min(self._timeout, SAME_THREAD_WAIT_SECONDS)):
+                raise DatabaseError(
+                    "this in-memory SQLite database has one connection, and another session in "
+                    "this thread is using it: commit, roll back or close that session first "
+                    "(or use a SQLite file, where sessions can overlap)"
+                )
+        elif not self._turn.acquire(timeout=self._timeout):
             raise sa_exc.TimeoutError(
                 f"waited {self._timeout:g} s for this in-memory SQLite database's one "
-                "connection, which another thread's unit of work is using"
+                "connection, which another unit of work is using"
             )
         self._holder = me
         try:
