@@ -12,16 +12,19 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 
 import pytest
 import sqlalchemy
 from sqlalchemy import URL, Engine, event, text
+from sqlalchemy.orm import Session
 
 import userstore
 from tests.databases import migrated_database
 from userstore import (
+    ConfigurationError,
     DatabaseError,
     TransientDatabaseError,
     User,
@@ -388,3 +391,58 @@ def test_in_memory_an_interrupted_statement_loses_nothing_committed(memory_engin
 
     with factory() as session:
         assert [u.name for u in UserRepository(session).list()] == ["committed"]
+
+
+def test_in_memory_a_thread_whose_old_session_is_closed_elsewhere_waits_its_turn():
+    # FastAPI-style: a session opened on worker A is closed by another thread,
+    # while worker B holds the turn; A's next request must wait, not be refused.
+    engine = userstore.create_engine("sqlite://", pool_timeout=5)
+    try:
+        migrations.upgrade(engine)
+        factory = create_session_factory(engine)
+        worker_a, worker_b = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+
+        def hold() -> Session:
+            session = factory()
+            UserRepository(session).count()
+            return session
+
+        def request(seconds: float) -> int:
+            with factory() as session:
+                counted = UserRepository(session).count()
+                time.sleep(seconds)
+                return counted
+
+        first = worker_a.submit(hold).result()
+        second = worker_b.submit(request, 1.5)
+        time.sleep(0.1)
+        third = worker_a.submit(request, 0)
+        time.sleep(0.2)
+        first.close()  # from the main thread: the turn passes to worker B
+
+        assert second.result(10) == 0
+        assert third.result(10) == 0  # waited for B, as any other thread would
+        worker_a.shutdown()
+        worker_b.shutdown()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///x.db?foo=bar",
+        "sqlite://?cache=shared",
+    ],
+)
+def test_a_sqlite_url_parameter_that_would_be_ignored_is_refused(url: str):
+    with pytest.raises(ConfigurationError, match="would be ignored"):
+        userstore.create_engine(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///x.db?timeout=abc", "mariadb://root@127.0.0.1:3306/test?port=abc"]
+)
+def test_a_connect_option_that_cannot_be_parsed_is_a_configuration_error(url: str):
+    with pytest.raises(ConfigurationError, match=r"abc|should be of type int"):
+        userstore.create_engine(url).connect()

@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from userstore import (
@@ -322,3 +322,100 @@ def test_iter_all_fails_loudly_when_its_session_is_closed_mid_loop(
         read_while_closing()
     assert seen < 3_000
     assert len(stored()) == 3_000
+
+
+@pytest.mark.parametrize("how", ["upsert_many", "upsert", "failed add_many"])
+def test_a_rolled_back_bulk_write_never_shows_on_a_user_the_session_holds(
+    engine: Engine, empty_table: None, how: str
+):
+    with create_session_factory(engine)() as session:
+        repo = UserRepository(session)
+        _store(repo, "b", "taken")
+        held = repo.get_one("b")
+        if how == "upsert_many":
+            repo.upsert_many([("b", 9)])
+            repo.rollback()
+        elif how == "upsert":
+            assert repo.upsert("b", 9) is held
+            repo.rollback()
+        else:
+            repo.upsert_many([("b", 9)])
+            with pytest.raises(DuplicateUserError):
+                repo.add_many([("taken", 1)])
+        assert held.number == 0
+        assert repo.get_one("b").number == 0
+    assert held.number == 0  # and after the session closed
+
+
+@pytest.mark.parametrize("write", ["upsert", "upsert_many", "add_many"])
+def test_a_bulk_write_of_a_renamed_users_old_name_leaves_the_renamed_user_alone(
+    repo: UserRepository, stored: Stored, write: str
+):
+    _store(repo, "c")
+    renamed = repo.get_one("c")
+    renamed.name = "c2"
+    repo.count()  # the rename is flushed
+    if write == "upsert":
+        assert repo.upsert("c", 4) is not renamed
+    else:
+        getattr(repo, write)([("c", 4)])
+    repo.commit()
+    renamed.number = 99
+    repo.commit()
+
+    assert (renamed.name, renamed.number) == ("c2", 99)
+    assert stored() == [("c", 4), ("c2", 99)]
+    assert [(u.name, u.number) for u in repo.list()] == [("c", 4), ("c2", 99)]
+
+
+def test_a_rename_inside_a_rolled_back_savepoint_leaves_the_user_readable(
+    repo: UserRepository, stored: Stored
+):
+    _store(repo, "a")
+    user = repo.get_one("a")
+    savepoint = repo.session.begin_nested()
+    user.name = "A"
+    repo.count()
+    savepoint.rollback()
+
+    assert user.name == "a"
+    assert repo.get("a") is user
+    assert stored() == [("a", 0)]
+
+
+def test_after_the_session_was_invalidated_or_interrupted_the_next_call_works(
+    repo: UserRepository, stored: Stored
+):
+    _store(repo, "kept")
+    repo.add(User(name="lost", number=1))
+    repo.count()
+    repo.session.connection().invalidate()  # as SQLAlchemy does after an interruption
+
+    with pytest.raises(TransientDatabaseError, match="connection"):  # once: the unit is lost
+        repo.count()
+    assert repo.count() == 1  # then usable, with no rollback() call
+    assert stored() == [("kept", 0)]
+
+
+class _Interrupted(BaseException):
+    """What a KeyboardInterrupt looks like to the code it interrupts."""
+
+
+def test_an_interruption_inside_a_repository_call_is_raised_as_itself(
+    repo: UserRepository, engine: Engine, stored: Stored
+):
+    _store(repo, "kept")
+
+    def interrupt(*_: object) -> None:
+        raise _Interrupted
+
+    repo.add(User(name="new", number=1))
+    event.listen(engine, "before_cursor_execute", interrupt)
+    try:
+        with pytest.raises(_Interrupted):
+            repo.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", interrupt)
+
+    assert repo.count() == 1  # the next call works
+    assert stored() == [("kept", 0)]

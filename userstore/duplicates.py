@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import bindparam, event, inspect, select
 from sqlalchemy.orm import Session, SessionTransaction
@@ -60,6 +60,7 @@ class Ledger:
     # bulk): the users whose loaded values a rollback may have made untrue.
     touched: set[str] = field(default_factory=set)
     touching: list[str] = field(default_factory=list)
+    renamed_from: list[Any] = field(default_factory=list)
     savepoints: dict[SessionTransaction, _Marks] = field(default_factory=dict)
     ended: tuple[SessionTransaction, _Marks] | None = None
 
@@ -92,6 +93,7 @@ def ledger(session: Session) -> Ledger:
     session.info[_LEDGER_KEY] = created
     event.listen(session, "before_flush", _before_flush)
     event.listen(session, "after_flush", _after_flush)
+    event.listen(session, "after_flush_postexec", _drop_stale_identity_entries)
     event.listen(session, "after_transaction_create", _after_transaction_create)
     event.listen(session, "after_soft_rollback", _after_soft_rollback)
     event.listen(session, "after_transaction_end", _after_transaction_end)
@@ -125,12 +127,37 @@ def pending_names(session: Session) -> list[str]:
 def _before_flush(session: Session, *_: object) -> None:
     book = _ledger_of(session)
     book.flushing = pending_names(session)
-    book.touching = [
-        obj.name
-        for group in (session.dirty, session.deleted)
-        for obj in group
-        if isinstance(obj, User)
+    dirty = [obj for obj in session.dirty if isinstance(obj, User)]
+    book.touching = [obj.name for obj in (*dirty, *session.deleted) if isinstance(obj, User)]
+    book.renamed_from = [
+        key for obj in dirty if (key := inspect(obj).key) is not None and key[1][0] != obj.name
     ]
+
+
+def _drop_stale_identity_entries(session: Session, *_: object) -> None:
+    """Unfile renamed users from their old names.
+
+    When SQLAlchemy re-reads a renamed row's server values in the same flush
+    (MariaDB: no UPDATE ... RETURNING), it leaves the user filed under its
+    old name too; a later load of that name would then land on the renamed
+    user. Only the old names of this flush's renames are looked at.
+    """
+    identity_map = session.identity_map
+    transaction = session._transaction  # the innermost, where SQLAlchemy records renames
+    for old_key in _ledger_of(session).renamed_from:
+        user = identity_map.get(old_key)
+        if user is None:
+            continue
+        state = inspect(user)
+        if state.key == old_key:
+            continue
+        # (No public way to unfile one entry, nor to record the rename so that a
+        # rollback files the user under its old name again, as SQLAlchemy does
+        # itself when it sees the rename; it did not, having re-read the row.)
+        identity_map._dict.pop(old_key, None)
+        if transaction is not None and state not in transaction._key_switches:
+            transaction._key_switches[state] = (old_key, state.key)
+    _ledger_of(session).renamed_from = []
 
 
 def _after_flush(session: Session, *_: object) -> None:
@@ -228,22 +255,26 @@ def first_stored(session: Session, candidates: Iterable[str]) -> str | None:
 _COLUMNS: Final = tuple(column.key for column in User.__table__.columns)
 
 
-def values_to_keep(session: Session) -> list[tuple[User, dict[str, object]]]:
-    """The loaded values of users a rollback would expire though this transaction left them be.
+def loaded_users(session: Session) -> tuple[list[tuple[User, dict[str, object]]], list[User]]:
+    """The users a rollback would expire, split by whether this transaction wrote them.
 
     SQLAlchemy expires every user on rollback, so reading one afterwards
     would go to the database (and fail once the session is closed, or the
     row deleted). A user this transaction did not write still holds what it
-    was read with: the repository puts those values back after the rollback.
+    was read with: its values are returned, to be put back. The users it did
+    write (or holds with unflushed changes) are returned to be reloaded.
     """
     book = _ledger_of(session)
-    kept = []
+    kept, written = [], []
     for obj in session.identity_map.values():
         if not isinstance(obj, User):
             continue
         state = inspect(obj)
-        if state.modified or state.deleted or obj.__dict__.get("name") in book.touched:
+        if state.deleted:
+            continue
+        if state.modified or obj.__dict__.get("name") in book.touched:
+            written.append(obj)
             continue
         values = {key: obj.__dict__[key] for key in _COLUMNS if key in obj.__dict__}
         kept.append((obj, values))
-    return kept
+    return kept, written

@@ -98,7 +98,7 @@ def create_engine(url: str | URL | None = None, *, echo: bool = False, **kwargs:
         raise ConfigurationError(
             f"the {driver} driver for {backend} is not installed{hint} ({exc})"
         ) from None
-    except (sa_exc.ArgumentError, TypeError) as exc:
+    except (sa_exc.ArgumentError, TypeError, ValueError) as exc:
         raise ConfigurationError(f"cannot create an engine with these options: {exc}") from None
     install_error_translation(engine)
     _refuse_unknown_connect_options(engine)
@@ -137,7 +137,7 @@ def _refuse_unknown_connect_options(engine: Engine) -> None:
     ) -> DBAPIConnection:
         try:
             return dialect.connect(*cargs, **cparams)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigurationError(
                 f"the {dialect.driver} driver does not take these connection options "
                 f"(from the URL's query or connect_args): {exc}"

@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, ParamSpec, TypeVar
 
-from sqlalchemy import Integer, bindparam, exists, func, inspect, select, text
+from sqlalchemy import Engine, Integer, bindparam, exists, func, inspect, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import exc as orm_exc
@@ -58,6 +58,9 @@ _AS_STAGED: Final[dict[str, bool]] = {}
 # stale fails here (SQLITE_BUSY_SNAPSHOT), so what it reads next is current.
 _CLAIM_SQLITE_WRITE_LOCK: Final = text("UPDATE users SET name = name WHERE 0")
 _LOADED_AMONG: Final = select(User).where(User.name.in_(bindparam("names", expanding=True)))
+_STORED_AMONG: Final = select(*User.__table__.columns).where(
+    User.name.in_(bindparam("names", expanding=True))
+)
 # What a failed database call can raise: SQLAlchemy's own errors (pool, ORM)
 # and the engine's translated ones.
 _FAILURES: Final = (sa_exc.SQLAlchemyError, DatabaseError)
@@ -411,8 +414,8 @@ class UserRepository:
                 # Some drivers (PyMySQL's streaming cursor) just stop when the
                 # session is closed under the loop: never pass that off as the end.
                 raise DatabaseError(
-                    "the session was closed while iter_all() was reading; "
-                    "the users after those already yielded were not read"
+                    "the unit of work ended (commit, rollback or close) while iter_all() was "
+                    "reading; the users after those already yielded were not read"
                 )
         except _FAILURES as exc:
             raise self._failure(exc) from exc
@@ -428,9 +431,14 @@ class UserRepository:
         identity_map = self._session.identity_map
         if not len(identity_map):
             return
-        loaded = {key[1][0] for key in identity_map.keys() if key[0] is User}  # noqa: SIM118
+        loaded = set()
+        for key in identity_map.keys():  # noqa: SIM118 - IdentityMap is not iterable
+            user = identity_map.get(key)
+            if isinstance(user, User) and inspect(user).key == key:  # not a stale entry
+                loaded.add(key[1][0])
         changed = builtins.list(loaded.intersection(names))
         if changed:
+            self._ledger.touched.update(changed)  # a rollback must not keep these values
             with self._session.no_autoflush:
                 self._session.scalars(
                     _LOADED_AMONG, {"names": changed}, execution_options=_FRESH
@@ -484,11 +492,20 @@ class UserRepository:
 
     def _send(self, operation: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a session operation, translating a database failure into our errors."""
+        transaction = self._session.get_transaction()
+        if transaction is not None and not transaction.is_active:
+            # An earlier failure outside this repository (an interrupted call,
+            # the app's own flush or commit) left the unit of work dead.
+            self._discard_unit_of_work()
         try:
             if self._ledger.bulk:
                 self._check_pending_names()
             return operation(*args, **kwargs)
         except _FAILURES as exc:
+            interruption = _interruption_behind(exc)
+            if interruption is not None:  # Ctrl-C, a timeout, a cancellation: never ours to hide
+                self._discard_unit_of_work()
+                raise interruption from None
             raise self._failure(exc) from exc
 
     def _check_pending_names(self) -> None:
@@ -536,16 +553,56 @@ class UserRepository:
         return _rolled_back(exc, self._dialect_name())
 
     def _discard_unit_of_work(self) -> None:
-        kept = duplicates.values_to_keep(self._session) if len(self._session.identity_map) else []
+        session = self._session
+        kept, written = duplicates.loaded_users(session) if len(session.identity_map) else ([], [])
         try:
-            self._session.rollback()
+            session.rollback()
         except _FAILURES:
             # The connection died under the rollback; closing releases it and
             # leaves the session ready to begin afresh.
-            self._session.close()
+            session.close()
         for user, values in kept:  # users this unit of work did not write stay readable
             for key, value in values.items():
                 set_committed_value(user, key, value)
+        if written:
+            self._reload_outside_the_session(written)
+
+    def _reload_outside_the_session(self, users: builtins.list[User]) -> None:
+        """Give users this unit of work wrote their stored values again, after its rollback.
+
+        SQLAlchemy expired them (their values were this unit of work's); read
+        on one connection of their own, outside the session, so the session
+        opens no new transaction. A user whose row is gone stays expired.
+        """
+        by_name = {}
+        for user in users:
+            identity = inspect(user).identity
+            if identity is not None:
+                by_name[identity[0]] = user
+        bind = self._session.get_bind()
+        if not by_name or not isinstance(bind, Engine):
+            return  # (a session joined to an outer connection reloads on next read)
+        try:
+            with bind.connect() as connection:
+                rows = connection.execute(_STORED_AMONG, {"names": builtins.list(by_name)})
+                for row in rows.mappings():
+                    user = by_name[row["name"]]
+                    for key, value in row.items():
+                        set_committed_value(user, key, value)
+        except _FAILURES:
+            return  # best effort: they reload from the database on next read instead
+
+
+def _interruption_behind(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt (or other non-Exception) that SQLAlchemy's cleanup replaced, if any."""
+    seen: BaseException | None = exc.__context__
+    for _ in range(10):  # a short chain; never loop on a cycle
+        if seen is None:
+            return None
+        if not isinstance(seen, Exception):
+            return seen
+        seen = seen.__context__
+    return None
 
 
 def _rolled_back(exc: BaseException, dialect_name: str) -> DatabaseError:
@@ -553,6 +610,11 @@ def _rolled_back(exc: BaseException, dialect_name: str) -> DatabaseError:
     suffix = "; the unit of work was rolled back"
     if isinstance(exc, DatabaseError):
         return type(exc)(f"{exc}{suffix}", code=exc.code, backend=exc.backend)
+    if isinstance(exc, sa_exc.PendingRollbackError):
+        return TransientDatabaseError(
+            "the unit of work's connection was lost or invalidated earlier "
+            f"({' '.join(str(exc).split())}){suffix}"
+        )
     if isinstance(exc, _CONFLICTS):
         return TransientDatabaseError(
             "a user this unit of work changes was deleted or renamed by another unit of work "

@@ -181,14 +181,20 @@ class OneConnectionPool(StaticPool):
 
     def _do_get(self) -> ConnectionPoolEntry:
         me = threading.get_ident()
+        waited = 0.0
         if self._holder == me:
-            if not self._turn.acquire(timeout=min(self._timeout, SAME_THREAD_WAIT_SECONDS)):
+            waited = min(self._timeout, SAME_THREAD_WAIT_SECONDS)
+            acquired = self._turn.acquire(timeout=waited)
+            if not acquired and self._holder == me:
                 raise DatabaseError(
                     "this in-memory SQLite database has one connection, and another session in "
                     "this thread is using it: commit, roll back or close that session first "
                     "(or use a SQLite file, where sessions can overlap)"
                 )
-        elif not self._turn.acquire(timeout=self._timeout):
+            # else: the turn went to another thread meanwhile; wait for it as anyone would
+        else:
+            acquired = False
+        if not acquired and not self._turn.acquire(timeout=self._timeout - waited):
             raise sa_exc.TimeoutError(
                 f"waited {self._timeout:g} s for this in-memory SQLite database's one "
                 "connection, which another unit of work is using"

@@ -69,6 +69,28 @@ def resolve_url(url: str | URL | None = None) -> URL:
             f"use {' or '.join(f'{dialect}+{name}' for name in accepted)} "
             f"(or no driver: {dialect}+{default_driver} is the default)"
         )
+    if dialect == "sqlite":
+        _check_sqlite_query(parsed)
     # SQLAlchemy names SQLite's driver pysqlite but also accepts the bare dialect.
     drivername = dialect if dialect == "sqlite" else f"{dialect}+{driver}"
     return parsed.set(drivername=drivername)
+
+
+# What SQLAlchemy's pysqlite dialect takes from a URL's query (others pass
+# through only as SQLite URI parameters, with uri=true).
+_SQLITE_QUERY_KEYS: Final = frozenset(
+    {"timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements", "uri"}
+)
+
+
+def _check_sqlite_query(url: URL) -> None:
+    """Refuse a SQLite URL parameter that would be silently ignored."""
+    if str(url.query.get("uri", "")).lower() in ("true", "1"):
+        return
+    unknown = sorted(set(url.query) - _SQLITE_QUERY_KEYS)
+    if unknown:
+        raise ConfigurationError(
+            f"SQLite URL parameter(s) {', '.join(unknown)} would be ignored; "
+            f"it takes {', '.join(sorted(_SQLITE_QUERY_KEYS))}, or SQLite URI parameters "
+            "with uri=true"
+        )
