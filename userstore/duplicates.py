@@ -1,4 +1,9 @@
-"""Naming the user behind a duplicate-key failure, without parsing error messages.
+"""What a session's transaction wrote: to name duplicates, and to undo it truthfully.
+
+Mainly, naming the user behind a duplicate-key failure without parsing error
+messages (below). The same ledger also tells a rollback which loaded users
+this transaction wrote (:func:`loaded_users`), and unfiles renamed users from
+their old names after each flush (:func:`_drop_stale_identity_entries`).
 
 The database says only that *a* key was taken. To name it, each session keeps
 a :class:`Ledger` of its current transaction, in ``session.info`` (so every
@@ -74,6 +79,9 @@ class Ledger:
         return names
 
     def _clear(self) -> None:
+        if not (self.written or self.deleted or self.bulk or self.touched or self.savepoints):
+            self.flushing = []
+            return
         self.written.clear()
         self.deleted.clear()
         self.bulk = False
@@ -112,23 +120,30 @@ def pending_names(session: Session) -> list[str]:
     A name whose stored user is being deleted in the same flush is left out:
     SQLAlchemy turns that pair into an update of the same row.
     """
-    names = [obj.name for obj in session.new if isinstance(obj, User)]
+    return _pending_names(session.new, session.dirty, session.deleted)
+
+
+def _pending_names(new: Iterable[object], dirty: Iterable[object], deleted: Any) -> list[str]:
+    names = [obj.name for obj in new if isinstance(obj, User)]
     names.extend(
         obj.name
-        for obj in session.dirty
+        for obj in dirty
         if isinstance(obj, User) and inspect(obj).attrs.name.history.has_changes()
     )
-    if names and session.deleted:
-        leaving = {obj.name for obj in session.deleted if isinstance(obj, User)}
+    if names and deleted:
+        leaving = {obj.name for obj in deleted if isinstance(obj, User)}
         names = [name for name in names if name not in leaving]
     return names
 
 
 def _before_flush(session: Session, *_: object) -> None:
     book = _ledger_of(session)
-    book.flushing = pending_names(session)
+    new, deleted = session.new, session.deleted
     dirty = [obj for obj in session.dirty if isinstance(obj, User)]
-    book.touching = [obj.name for obj in (*dirty, *session.deleted) if isinstance(obj, User)]
+    book.flushing = _pending_names(new, dirty, deleted)
+    if not dirty and not deleted:  # the common flush: inserts only
+        return
+    book.touching = [obj.name for obj in (*dirty, *deleted) if isinstance(obj, User)]
     book.renamed_from = [
         key for obj in dirty if (key := inspect(obj).key) is not None and key[1][0] != obj.name
     ]

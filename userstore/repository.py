@@ -10,7 +10,7 @@ from sqlalchemy import Engine, Integer, bindparam, exists, func, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import exc as orm_exc
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from userstore import duplicates
 from userstore.bulk import (
@@ -35,7 +35,7 @@ from userstore.errors import (
 )
 from userstore.models import User
 from userstore.sqlite import write_intent
-from userstore.validation import validate_limit, validate_name, validate_number
+from userstore.validation import validate_limit, validate_name
 
 # Statements are built once: building a select() per call costs more than
 # the rest of a repository call. Values travel as bound parameters.
@@ -113,7 +113,7 @@ class UserRepository:
         """
         if not isinstance(user, User):
             raise InvalidUserError(f"add() takes a User, got {type(user).__name__}")
-        owner = inspect(user).session
+        owner = instance_state(user).session
         if owner is not None and owner is not self._session:
             raise InvalidUserError(
                 f"User {user.name!r} belongs to another session; add it there, or build a new User"
@@ -121,9 +121,8 @@ class UserRepository:
         name = user.name
         if name is None:
             raise InvalidUserError("name is required, got None")
-        validate_name(name)
-        validate_number(user.number)
-        key = Session.identity_key(User, (name,))
+        # (The model validates name and number on every assignment.)
+        key = (User, (name,), None)  # SQLAlchemy's identity key, built as it builds it
         existing = self._session.identity_map.get(key)
         if existing is not None and existing is not user and not inspect(existing).deleted:
             self._resolve_identity_conflict(key, name)
@@ -145,17 +144,10 @@ class UserRepository:
         if self.exists(name):
             self._discard_unit_of_work()
             raise DuplicateUserError(name)
-        identity_map = self._session.identity_map
-        stale = identity_map.get(key)  # type: ignore[arg-type]
-        if stale is None:
-            return
-        if inspect(stale).key != key:
-            # The loaded user was renamed by the flush above, but SQLAlchemy
-            # left it filed under its old name too (it does when it re-reads
-            # the renamed row's server values, as on MariaDB): drop that
-            # entry, never the user and its changes.
-            identity_map._dict.pop(key, None)
-        elif not inspect(stale).deleted:
+        stale = self._session.identity_map.get(key)  # type: ignore[arg-type]
+        # Only a user still filed under this very name is stale: one the flush
+        # above renamed keeps its place, and its changes.
+        if stale is not None and inspect(stale).key == key and not inspect(stale).deleted:
             self._session.expunge(stale)
 
     def get(self, name: str) -> User | None:
