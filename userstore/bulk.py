@@ -20,6 +20,7 @@ from typing import Any, Final, TypeAlias, cast
 
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.util import await_only
 
 from userstore.db_errors import backend_of
 from userstore.errors import InvalidUserError
@@ -157,13 +158,13 @@ def insert_batch(connection: Connection, batch: Batch) -> None:
 def _copy(connection: Connection, batch: Batch) -> None:
     dbapi_connection: Any = connection.connection.dbapi_connection
     dbapi = connection.dialect.loaded_dbapi
-    cursor = dbapi_connection.cursor()
     try:
-        with cursor.copy(_COPY_SQL) as copy:
-            copy.write(_copy_text(batch))
+        _COPY_BY_DRIVER[(connection.dialect.driver, connection.dialect.is_async)](
+            dbapi_connection, batch
+        )
     except dbapi.Error as error:
         # Raised as SQLAlchemy raises every driver error, so it maps the same way.
-        invalidated = connection.dialect.is_disconnect(error, dbapi_connection, cursor)
+        invalidated = connection.dialect.is_disconnect(error, dbapi_connection, None)
         if invalidated:
             connection.invalidate(error)
         raise sa_exc.DBAPIError.instance(
@@ -174,8 +175,48 @@ def _copy(connection: Connection, batch: Batch) -> None:
             connection_invalidated=invalidated,
             dialect=connection.dialect,
         ) from error
+
+
+def _psycopg_copy(dbapi_connection: Any, batch: Batch) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        with cursor.copy(_COPY_SQL) as copy:
+            copy.write(_copy_text(batch))
     finally:
         cursor.close()
+
+
+def _psycopg_async_copy(dbapi_connection: Any, batch: Batch) -> None:
+    async def copy_in() -> None:
+        async with dbapi_connection.driver_connection.cursor() as cursor:  # noqa: SIM117
+            async with cursor.copy(_COPY_SQL) as copy:
+                await copy.write(_copy_text(batch))
+
+    await_only(copy_in())
+
+
+def _asyncpg_copy(dbapi_connection: Any, batch: Batch) -> None:
+    # asyncpg's binary COPY, inside the adapter's transaction (the repository's
+    # savepoint has begun it; it is begun here if not, never left to autocommit).
+    try:
+        if dbapi_connection._transaction is None and not dbapi_connection.autocommit:
+            await_only(dbapi_connection._start_transaction())
+        await_only(
+            dbapi_connection.driver_connection.copy_records_to_table(
+                "users", records=batch, columns=_COPY_COLUMNS
+            )
+        )
+    except Exception as error:  # an asyncpg error, translated as the adapter translates them
+        dbapi_connection._handle_exception(error)
+
+
+_COPY_COLUMNS: Final = ("name", "number")
+# (driver, async): SQLAlchemy names psycopg's async dialect's driver "psycopg" too.
+_COPY_BY_DRIVER: Final = {
+    ("psycopg", False): _psycopg_copy,
+    ("psycopg", True): _psycopg_async_copy,
+    ("asyncpg", True): _asyncpg_copy,
+}
 
 
 def _copy_text(batch: Batch) -> str:
@@ -202,7 +243,7 @@ _COPY_NULL: Final = "\\N"
 _POSTGRESQL_UPSERT: Final = (
     "WITH upserted AS ("
     " INSERT INTO users (name, number)"
-    " SELECT * FROM unnest(%s::varchar[], %s::integer[])"
+    " SELECT * FROM unnest({names}::varchar[], {numbers}::integer[])"
     " ON CONFLICT (name) DO UPDATE SET number = excluded.number,"
     f" updated_at = {POSTGRESQL_UTC_NOW}"
     " WHERE users.number IS DISTINCT FROM excluded.number"
@@ -210,6 +251,12 @@ _POSTGRESQL_UPSERT: Final = (
     " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
     " FROM upserted"
 )
+# psycopg takes %s placeholders, asyncpg $1.
+_POSTGRESQL_UPSERTS: Final = {
+    "format": _POSTGRESQL_UPSERT.format(names="%s", numbers="%s"),
+    "pyformat": _POSTGRESQL_UPSERT.format(names="%s", numbers="%s"),
+    "numeric_dollar": _POSTGRESQL_UPSERT.format(names="$1", numbers="$2"),
+}
 _SQLITE_COUNTER: Final = "userstore_count_update"
 _SQLITE_UPSERT: Final = (
     "INSERT INTO users (name, number) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET "
@@ -232,7 +279,8 @@ def upsert_batch(connection: Connection, batch: Batch) -> UpsertResult:
     if backend == "postgresql":
         names = [name for name, _ in batch]
         numbers = [number for _, number in batch]
-        inserted, updated = connection.exec_driver_sql(_POSTGRESQL_UPSERT, (names, numbers)).one()
+        statement = _POSTGRESQL_UPSERTS[connection.dialect.paramstyle]
+        inserted, updated = connection.exec_driver_sql(statement, (names, numbers)).one()
         return UpsertResult(inserted, updated, len(batch) - inserted - updated)
     if backend == "sqlite":
         return _sqlite_upsert(connection, batch)

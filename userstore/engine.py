@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar, cast
 
 import sqlalchemy
 from sqlalchemy import URL, Engine, event
@@ -63,13 +64,31 @@ def create_engine(url: str | URL | None = None, *, echo: bool = False, **kwargs:
         ConfigurationError: the URL is malformed or names an unsupported
             database or driver, or the driver is not installed.
     """
-    resolved = resolve_url(url)
+    return build_engine(sqlalchemy.create_engine, resolve_url(url), echo=echo, options=kwargs)
+
+
+_E = TypeVar("_E")
+
+
+def build_engine(
+    factory: Callable[..., _E], resolved: URL, *, echo: bool, options: dict[str, Any]
+) -> _E:
+    """Build a sync or async engine with the settings :func:`create_engine` describes.
+
+    Args:
+        factory: ``sqlalchemy.create_engine`` or ``sqlalchemy.ext.asyncio.create_async_engine``.
+        resolved: The URL from :func:`resolve_url`, of the factory's flavour.
+        echo: Log every SQL statement.
+        options: The caller's keyword arguments; they override ours.
+    """
+    kwargs = dict(options)
     backend = resolved.get_backend_name()
+    asynchronous = resolved.get_dialect().is_async
     _check_isolation_level(backend, kwargs.get("isolation_level"))
     connect_args: dict[str, Any] = {}
-    options: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
     if backend == "sqlite":
-        sqlite.engine_options(resolved, connect_args, options)
+        sqlite.engine_options(resolved, connect_args, settings, asynchronous=asynchronous)
         if "isolation_level" in kwargs:
             # SQLite's dialect applies it below our BEGIN; as an execution
             # option our begin hook sees it (and skips BEGIN for AUTOCOMMIT).
@@ -79,18 +98,18 @@ def create_engine(url: str | URL | None = None, *, echo: bool = False, **kwargs:
                 "isolation_level": level,
             }
     else:
-        options["pool_pre_ping"] = True
+        settings["pool_pre_ping"] = True
     if backend in ("mysql", "mariadb"):
         connect_args["charset"] = MARIADB_CHARSET
         connect_args["init_command"] = MARIADB_SESSION_SETUP
-        options["isolation_level"] = "READ COMMITTED"
+        settings["isolation_level"] = "READ COMMITTED"
         # Replaced by _configure_mariadb's reset: it skips the ROLLBACK the
         # pool would otherwise send after every commit.
-        options["pool_reset_on_return"] = None
+        settings["pool_reset_on_return"] = None
     connect_args.update(kwargs.pop("connect_args", {}))
-    options.update(kwargs)
+    settings.update(kwargs)
     try:
-        engine = sqlalchemy.create_engine(resolved, echo=echo, connect_args=connect_args, **options)
+        engine = factory(resolved, echo=echo, connect_args=connect_args, **settings)
     except ImportError as exc:
         driver = resolved.get_driver_name()
         extra = DRIVER_EXTRAS.get(driver)
@@ -100,12 +119,13 @@ def create_engine(url: str | URL | None = None, *, echo: bool = False, **kwargs:
         ) from None
     except (sa_exc.ArgumentError, TypeError, ValueError) as exc:
         raise ConfigurationError(f"cannot create an engine with these options: {exc}") from None
-    install_error_translation(engine)
-    _refuse_unknown_connect_options(engine)
+    sync_engine: Engine = getattr(engine, "sync_engine", None) or cast(Engine, engine)
+    install_error_translation(sync_engine)
+    _refuse_unknown_connect_options(sync_engine)
     if backend == "sqlite":
-        sqlite.configure(engine, resolved)
-    elif backend in ("mysql", "mariadb") and options["pool_reset_on_return"] is None:
-        _configure_mariadb(engine)
+        sqlite.configure(sync_engine, resolved)
+    elif backend in ("mysql", "mariadb") and settings["pool_reset_on_return"] is None:
+        _configure_mariadb(sync_engine)
     return engine
 
 

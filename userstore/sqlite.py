@@ -20,8 +20,11 @@ session in the thread that already holds it (it could never get its turn).
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +36,7 @@ from sqlalchemy import URL, Engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+from sqlalchemy.util import await_only
 
 from userstore.errors import DatabaseError
 
@@ -65,10 +69,17 @@ def is_memory_database(url: URL) -> bool:
     return database in ("", ":memory:") or url.query.get("mode") == "memory"
 
 
-def engine_options(url: URL, connect_args: dict[str, Any], options: dict[str, Any]) -> None:
+def engine_options(
+    url: URL, connect_args: dict[str, Any], options: dict[str, Any], *, asynchronous: bool = False
+) -> None:
     """Fill in the connect arguments and engine options every SQLite engine gets."""
     connect_args["timeout"] = BUSY_TIMEOUT_SECONDS
-    if is_memory_database(url):
+    if not is_memory_database(url):
+        return
+    if asynchronous:
+        # One connection, used by every task in turn (aiosqlite gives it a thread of its own).
+        options["poolclass"] = AsyncOneConnectionPool
+    else:
         # One connection, used by every thread in turn.
         connect_args["check_same_thread"] = False
         connect_args["factory"] = KeptOpenConnection
@@ -144,20 +155,19 @@ class OneConnectionPool(StaticPool):
         self._turn = threading.Lock()
         self._holder: int | None = None
         self._kept: Any = None
-        connect = self._invoke_creator
+        self._connect = self._invoke_creator
+        self._invoke_creator = self._the_one_connection  # type: ignore[assignment]
 
-        def the_one_connection(record: ConnectionPoolEntry) -> Any:
-            kept = self._kept
-            if kept is not None and not kept.retired:
-                return kept
-            fresh = connect(record)
-            if kept is not None:  # SQLAlchemy gave up on it: carry the database over
-                kept.backup(fresh)
-                kept.close_for_real()
-            self._kept = fresh
-            return fresh
-
-        self._invoke_creator = the_one_connection  # type: ignore[assignment]
+    def _the_one_connection(self, record: ConnectionPoolEntry) -> Any:
+        kept = self._kept
+        if kept is not None and not kept.retired:
+            return kept
+        fresh = self._connect(record)
+        if kept is not None:  # SQLAlchemy gave up on it: carry the database over
+            kept.backup(fresh)
+            kept.close_for_real()
+        self._kept = fresh
+        return fresh
 
     def recreate(self) -> OneConnectionPool:
         self.logger.info("Pool recreating")
@@ -213,3 +223,97 @@ class OneConnectionPool(StaticPool):
         if self._holder is not None:
             self._holder = None
             self._turn.release()
+
+
+class AsyncOneConnectionPool(OneConnectionPool):
+    """:class:`OneConnectionPool` for an async engine (aiosqlite): tasks take turns.
+
+    The turn is awaited, so a task waiting for it never blocks the event
+    loop; the rules are the same: another task waits up to ``timeout``
+    seconds, the task that holds the connection a moment only. SQLAlchemy
+    closes a connection it invalidates (a task cancelled mid-statement, say);
+    here that close is skipped, and the connection, rolled back, serves the
+    next checkout: aiosqlite finishes an abandoned statement on its own
+    thread, so the connection stays sound. :meth:`dispose` ends it for real.
+    """
+
+    def __init__(self, creator: Any, timeout: float = BUSY_TIMEOUT_SECONDS, **kw: Any) -> None:
+        super().__init__(creator, timeout, **kw)
+        self._task_holder: object = None
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def _the_one_connection(self, record: ConnectionPoolEntry) -> Any:
+        kept = self._kept
+        if kept is None:
+            kept = self._kept = self._connect(record)
+        elif kept.driver_connection.in_transaction:
+            kept.rollback()  # what the invalidated checkout left open
+        return kept
+
+    def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
+        if connection is not self._kept:
+            super()._close_connection(connection, terminate=terminate)
+
+    def dispose(self) -> None:
+        kept, self._kept = self._kept, None
+        StaticPool.dispose(self)
+        record_connection = self.__dict__.get("connection")
+        if kept is not None and (
+            record_connection is None or record_connection.dbapi_connection is not kept
+        ):
+            super()._close_connection(kept)
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        me = asyncio.current_task()
+        await_only(self._take_turn(me))
+        try:
+            return StaticPool._do_get(self)
+        except BaseException:
+            self._release()
+            raise
+
+    async def _take_turn(self, me: object) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        own_deadline = loop.time() + min(self._timeout, SAME_THREAD_WAIT_SECONDS)
+        while self._task_holder is not None:
+            mine = self._task_holder is me
+            remaining = (own_deadline if mine else deadline) - loop.time()
+            if remaining <= 0:
+                if mine:
+                    raise DatabaseError(
+                        "this in-memory SQLite database has one connection, and another session "
+                        "in this task is using it: commit, roll back or close that session "
+                        "first (or use a SQLite file, where sessions can overlap)"
+                    )
+                raise sa_exc.TimeoutError(
+                    f"waited {self._timeout:g} s for this in-memory SQLite database's one "
+                    "connection, which another unit of work is using"
+                )
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait({waiter}, timeout=remaining)
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif self._task_holder is None and sys.exc_info()[0] is not None:
+                    self._wake_next()  # woken but leaving (cancelled): pass the turn on
+        self._task_holder = me
+
+    def _release(self) -> None:
+        if self._task_holder is not None:
+            self._task_holder = None
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
+                return
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

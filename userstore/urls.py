@@ -8,7 +8,7 @@ accepted; anything else is refused here, before any connection is made.
 from __future__ import annotations
 
 import os
-from typing import Final
+from typing import Final, Literal, TypeAlias
 
 from sqlalchemy import URL, make_url
 from sqlalchemy import exc as sa_exc
@@ -18,29 +18,48 @@ from userstore.errors import ConfigurationError
 DATABASE_URL_VARIABLE: Final = "USERSTORE_DATABASE_URL"
 DEFAULT_DATABASE_URL: Final = "sqlite:///userstore.db"
 
-# backend -> (default driver, every driver accepted); "mysql" URLs are MariaDB's.
-_DRIVERS: Final = {
-    "sqlite": ("pysqlite", ("pysqlite",)),
-    "postgresql": ("psycopg", ("psycopg",)),
-    "mariadb": ("pymysql", ("pymysql",)),
-    "mysql": ("pymysql", ("pymysql",)),
+Flavour: TypeAlias = Literal["sync", "async"]
+
+# backend -> flavour -> (default driver, every driver accepted); "mysql" URLs are MariaDB's.
+# A URL naming the other flavour's driver gets this flavour's default, so one
+# URL serves an app's sync and async engines.
+_DRIVERS: Final[dict[str, dict[Flavour, tuple[str, tuple[str, ...]]]]] = {
+    "sqlite": {"sync": ("pysqlite", ("pysqlite",)), "async": ("aiosqlite", ("aiosqlite",))},
+    "postgresql": {
+        "sync": ("psycopg", ("psycopg",)),
+        "async": ("asyncpg", ("asyncpg", "psycopg_async")),
+    },
+    "mariadb": {"sync": ("pymysql", ("pymysql",)), "async": ("asyncmy", ("asyncmy", "aiomysql"))},
 }
+_DRIVERS["mysql"] = _DRIVERS["mariadb"]
 # The extra that installs each driver, for the message when it is missing.
-DRIVER_EXTRAS: Final = {"psycopg": "postgresql", "pymysql": "mariadb"}
+DRIVER_EXTRAS: Final = {
+    "psycopg": "postgresql",
+    "pymysql": "mariadb",
+    "aiosqlite": "asyncio",
+    "asyncpg": "postgresql,asyncio",
+    "psycopg_async": "postgresql,asyncio",
+    "asyncmy": "mariadb,asyncio",
+    "aiomysql": "mariadb,asyncio",
+}
 # What hosting platforms hand out, and what it means.
 _DIALECT_ALIASES: Final = {"postgres": "postgresql"}
 
 
-def resolve_url(url: str | URL | None = None) -> URL:
+def resolve_url(url: str | URL | None = None, *, flavour: Flavour = "sync") -> URL:
     """Return the database URL userstore uses, with its driver filled in.
 
     Args:
         url: An explicit URL. When ``None``, the environment variable
             ``USERSTORE_DATABASE_URL`` is used, else ``sqlite:///userstore.db``.
+        flavour: ``"sync"`` for :func:`~userstore.create_engine`, ``"async"``
+            for :func:`~userstore.create_async_engine`.
 
     Returns:
-        The parsed URL. ``postgres://`` is read as ``postgresql://``; a URL
-        without a driver gets psycopg 3 (PostgreSQL) or PyMySQL (MariaDB).
+        The parsed URL. ``postgres://`` is read as ``postgresql://``. A URL
+        without a driver, or with a driver of the other flavour, gets the
+        flavour's default: psycopg 3 / asyncpg (PostgreSQL), PyMySQL /
+        asyncmy (MariaDB), sqlite3 / aiosqlite (SQLite).
 
     Raises:
         ConfigurationError: the URL is malformed, names a database other than
@@ -60,8 +79,9 @@ def resolve_url(url: str | URL | None = None) -> URL:
             f"userstore stores users in SQLite, PostgreSQL or MariaDB; "
             f"{parsed.drivername!r} is none of them"
         )
-    default_driver, accepted = _DRIVERS[dialect]
-    if not driver:
+    default_driver, accepted = _DRIVERS[dialect][flavour]
+    other: Flavour = "async" if flavour == "sync" else "sync"
+    if not driver or driver in _DRIVERS[dialect][other][1]:
         driver = default_driver
     if driver not in accepted:
         raise ConfigurationError(
@@ -72,7 +92,7 @@ def resolve_url(url: str | URL | None = None) -> URL:
     if dialect == "sqlite":
         _check_sqlite_query(parsed)
     # SQLAlchemy names SQLite's driver pysqlite but also accepts the bare dialect.
-    drivername = dialect if dialect == "sqlite" else f"{dialect}+{driver}"
+    drivername = dialect if driver == "pysqlite" else f"{dialect}+{driver}"
     return parsed.set(drivername=drivername)
 
 

@@ -1,0 +1,62 @@
+"""Async engines and session factories, configured exactly as the sync ones."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from sqlalchemy import URL
+from sqlalchemy.ext import asyncio as sa_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from userstore.engine import build_engine
+from userstore.errors import ConfigurationError
+from userstore.urls import resolve_url
+
+
+def create_async_engine(
+    url: str | URL | None = None, *, echo: bool = False, **kwargs: Any
+) -> AsyncEngine:
+    """Create an async engine that behaves as :func:`~userstore.create_engine`'s engines do.
+
+    The URL is resolved as for the sync engine (explicit, else
+    ``USERSTORE_DATABASE_URL``, else the embedded SQLite file), and a URL
+    without a driver, or with a sync one, gets its backend's async driver:
+    aiosqlite, asyncpg or asyncmy (``postgresql+psycopg_async`` and
+    ``mariadb+aiomysql`` are accepted too). Every per-backend setting, the
+    SQLite transaction rules and the error translation are the sync engine's.
+
+    Args:
+        url: Database URL; defaults to ``USERSTORE_DATABASE_URL``, else
+            ``sqlite:///userstore.db``.
+        echo: Log every SQL statement through the ``sqlalchemy.engine`` logger.
+        **kwargs: Passed to :func:`sqlalchemy.ext.asyncio.create_async_engine`;
+            they override userstore's settings (``connect_args`` are merged).
+
+    Returns:
+        A new ``AsyncEngine``. Nothing connects until it is first used.
+
+    Raises:
+        ConfigurationError: the URL is malformed or names an unsupported
+            database or driver, or the driver (or greenlet) is not installed.
+    """
+    resolved = resolve_url(url, flavour="async")
+    if importlib.util.find_spec("greenlet") is None:
+        raise ConfigurationError(
+            "async engines need the greenlet library: pip install 'userstore[asyncio]'"
+        )
+    return build_engine(sa_asyncio.create_async_engine, resolved, echo=echo, options=kwargs)
+
+
+def create_async_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Return the session factory that :class:`~userstore.AsyncUserRepository` expects.
+
+    The same settings as :func:`~userstore.create_session_factory`: autoflush,
+    and users are not expired on commit, so a returned user's attributes can
+    be read after ``commit()``, a rollback or ``close()`` without touching the
+    database (no ``MissingGreenlet``).
+
+    Args:
+        engine: An engine from :func:`create_async_engine`.
+    """
+    return async_sessionmaker(bind=engine, autoflush=True, expire_on_commit=False)

@@ -1,0 +1,179 @@
+"""``AsyncUserRepository``: :class:`~userstore.UserRepository`'s verbs, as coroutines.
+
+There is one implementation of the rules. Each coroutine runs the sync
+repository's method on the ``AsyncSession``'s own sync ``Session``, inside
+one greenlet (SQLAlchemy's ``greenlet_spawn``, exactly as ``AsyncSession``
+runs its own methods): the driver's awaits happen in the event loop, and
+validation, statements, error mapping, duplicate naming, batching and the
+rollback-on-failure rule are the sync code's, unchanged. The cost is one
+greenlet switch per call (a few microseconds), which ``AsyncSession`` itself
+pays on every call too.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import deque
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from types import TracebackType
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.util import greenlet_spawn
+
+from userstore.bulk import DEFAULT_BATCH_SIZE, Row, UpsertResult, check_batch_size
+from userstore.errors import InvalidUserError
+from userstore.models import User
+from userstore.repository import UserRepository
+
+
+class AsyncUserRepository:
+    """Stores and finds users through one ``AsyncSession`` (one unit of work).
+
+    Every verb of :class:`~userstore.UserRepository`, with the same
+    arguments, return values, errors and unit-of-work rules, as a coroutine;
+    :meth:`iter_all` is an async iterator.
+
+    Args:
+        session: The session to work on, usually from
+            :func:`~userstore.create_async_session_factory`. The caller owns
+            it and closes it.
+
+    Raises:
+        InvalidUserError: ``session`` is not an ``AsyncSession``.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        if not isinstance(session, AsyncSession):
+            raise InvalidUserError(
+                f"AsyncUserRepository takes an AsyncSession, got {type(session).__name__} "
+                "(a sync Session goes to UserRepository)"
+            )
+        self._session = session
+        self._sync = UserRepository(session.sync_session)
+
+    @property
+    def session(self) -> AsyncSession:
+        """The session this repository works on."""
+        return self._session
+
+    async def add(self, user: User) -> User:
+        """Stage a new user; see :meth:`userstore.UserRepository.add`."""
+        return await greenlet_spawn(self._sync.add, user)
+
+    async def get(self, name: str) -> User | None:
+        """Return the user called ``name`` or ``None``; see :meth:`userstore.UserRepository.get`."""
+        return await greenlet_spawn(self._sync.get, name)
+
+    async def get_one(self, name: str) -> User:
+        """Return the user called ``name``; see :meth:`userstore.UserRepository.get_one`."""
+        return await greenlet_spawn(self._sync.get_one, name)
+
+    async def exists(self, name: str) -> bool:
+        """Return whether the user ``name`` exists; see :meth:`userstore.UserRepository.exists`."""
+        return await greenlet_spawn(self._sync.exists, name)
+
+    async def count(self) -> int:
+        """Return the number of users; see :meth:`userstore.UserRepository.count`."""
+        return await greenlet_spawn(self._sync.count)
+
+    async def delete(self, name: str) -> None:
+        """Delete the user called ``name``; see :meth:`userstore.UserRepository.delete`."""
+        await greenlet_spawn(self._sync.delete, name)
+
+    async def list(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> builtins.list[User]:
+        """Return one keyset page of users; see :meth:`userstore.UserRepository.list`."""
+        return await greenlet_spawn(self._sync.list, after=after, limit=limit)
+
+    async def add_many(self, users: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+        """Insert many users; see :meth:`userstore.UserRepository.add_many`."""
+        return await greenlet_spawn(self._sync.add_many, users, batch_size=batch_size)
+
+    async def upsert(self, name: str, number: int | None) -> User:
+        """Insert or update one user; see :meth:`userstore.UserRepository.upsert`."""
+        return await greenlet_spawn(self._sync.upsert, name, number)
+
+    async def upsert_many(
+        self, rows: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> UpsertResult:
+        """Insert or update many users; see :meth:`userstore.UserRepository.upsert_many`."""
+        return await greenlet_spawn(self._sync.upsert_many, rows, batch_size=batch_size)
+
+    def iter_all(self, *, batch_size: int = 1000) -> AsyncUserStream:
+        """Stream every user in name order, holding only one batch in memory.
+
+        ``async for user in repo.iter_all(): ...``. To release the cursor as
+        soon as a loop is left early, use it as a context manager
+        (``async with repo.iter_all() as users: async for user in users``) or
+        call ``await stream.aclose()``; otherwise the cursor is released when
+        the unit of work ends (commit, rollback or close).
+
+        Raises:
+            InvalidUserError: ``batch_size`` is not a positive int (raised by
+                this call, before any iteration).
+            DatabaseError: the database failed; the unit of work was rolled back.
+        """
+        check_batch_size(batch_size)
+        return AsyncUserStream(self._sync.iter_all(batch_size=batch_size), batch_size)
+
+    async def commit(self) -> None:
+        """Write the unit of work atomically; see :meth:`userstore.UserRepository.commit`."""
+        await greenlet_spawn(self._sync.commit)
+
+    async def rollback(self) -> None:
+        """Discard the unit of work; see :meth:`userstore.UserRepository.rollback`."""
+        await greenlet_spawn(self._sync.rollback)
+
+
+class AsyncUserStream:
+    """The users :meth:`AsyncUserRepository.iter_all` yields: an async iterator.
+
+    Rows are fetched a batch at a time (one greenlet switch per batch, not
+    per row). Also an async context manager that closes the stream on exit.
+    """
+
+    def __init__(self, users: Iterator[User], batch_size: int) -> None:
+        self._users: Iterator[User] | None = users
+        self._batch_size = batch_size
+        self._buffer: deque[User] = deque()
+        self._started = False
+
+    def __aiter__(self) -> AsyncUserStream:
+        return self
+
+    async def __anext__(self) -> User:
+        if not self._buffer:
+            if self._users is None:
+                raise StopAsyncIteration
+            self._started = True
+            batch = await greenlet_spawn(self._next_batch)
+            if not batch:
+                self._users = None
+                raise StopAsyncIteration
+            self._buffer.extend(batch)
+        return self._buffer.popleft()
+
+    def _next_batch(self) -> builtins.list[User]:
+        assert self._users is not None
+        return builtins.list(islice(self._users, self._batch_size))
+
+    async def aclose(self) -> None:
+        """Stop streaming and release the cursor now; later iteration yields nothing."""
+        users, self._users = self._users, None
+        self._buffer.clear()
+        close = getattr(users, "close", None)
+        if close is not None and self._started:
+            await greenlet_spawn(close)
+
+    async def __aenter__(self) -> AsyncUserStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
