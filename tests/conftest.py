@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 import userstore
 from tests.databases import BACKENDS, throwaway_database
+from tests.flavours import FLAVOURS, FlavouredEngine
 from tests.schema import create_schema
 
 # Hypothesis profiles: "ci" (the default) finishes the model-based test in about
@@ -83,17 +84,51 @@ def empty_table(plain_engine: Engine) -> None:
         connection.execute(text("DELETE FROM users"))
 
 
+@pytest.fixture(scope="session", params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> str:
+    """The flavour of the API under test: sync or async (see tests/flavours.py)."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def flavoured_engine(database_url: URL, flavour: str) -> Iterator[FlavouredEngine]:
+    """A userstore engine of the flavour under test, on the backend's shared database."""
+    engine = FlavouredEngine(flavour, database_url)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture
-def session(engine: Engine, empty_table: None) -> Iterator[Session]:
-    """A session from userstore's factory, closed after the test."""
-    with userstore.create_session_factory(engine)() as session:
+def session(flavoured_engine: FlavouredEngine, empty_table: None) -> Iterator[Session]:
+    """A session from userstore's factory of the flavour under test, closed after the test."""
+    with flavoured_engine.session() as session:
         yield session
 
 
 @pytest.fixture
-def repo(session: Session) -> userstore.UserRepository:
-    """The repository under test, on an empty table."""
-    return userstore.UserRepository(session)
+def repo(flavoured_engine: FlavouredEngine, session: Session) -> userstore.UserRepository:
+    """The repository under test (sync, or async behind a blocking view), on an empty table."""
+    return flavoured_engine.repository(session)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def open_repository(
+    flavoured_engine: FlavouredEngine,
+) -> Iterator[Callable[[], userstore.UserRepository]]:
+    """Return a function that opens another repository of the flavour under test.
+
+    Each has a session of its own (another unit of work, as another request or
+    process would have), closed after the test.
+    """
+    sessions: list[Session] = []
+
+    def open_one() -> userstore.UserRepository:
+        sessions.append(flavoured_engine.session())
+        return flavoured_engine.repository(sessions[-1])  # type: ignore[no-any-return]
+
+    yield open_one
+    for session in sessions:
+        session.close()
 
 
 @pytest.fixture
@@ -119,8 +154,9 @@ class StatementLog:
 
 
 @pytest.fixture
-def sent_sql(engine: Engine) -> Iterator[StatementLog]:
-    """Record every statement the engine sends to the driver during the test."""
+def sent_sql(flavoured_engine: FlavouredEngine) -> Iterator[StatementLog]:
+    """Record every statement the engine under test sends to the driver during the test."""
+    engine = flavoured_engine.sync_engine
     log = StatementLog()
 
     def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:

@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy
 from sqlalchemy import URL, make_url, text
 
-import userstore
 from tests.databases import SERVER_URLS, kill_connections, migrated_database
+from tests.flavours import FlavouredEngine
 from userstore import TransientDatabaseError, User, UserRepository
 
 SERVERS = ["postgresql", "mariadb"]
@@ -30,20 +30,19 @@ restarts_servers = pytest.mark.skipif(
 
 
 class Server:
-    """A migrated database on one server, with helpers to kill its connections."""
+    """A migrated database on one server, an engine of the flavour under test, and a killer."""
 
-    def __init__(self, backend: str, url: URL, stack: ExitStack) -> None:
+    def __init__(self, backend: str, url: URL, stack: ExitStack, flavour: str) -> None:
         self.backend = backend
         self.url = url
-        self.engine = userstore.create_engine(url)
+        self.engine = FlavouredEngine(flavour, url)
         stack.callback(self.engine.dispose)
-        self.factory = userstore.create_session_factory(self.engine)
         self._stack = stack
 
     def repo(self) -> UserRepository:
-        session = self.factory()
+        session = self.engine.session()
         self._stack.callback(session.close)
-        return UserRepository(session)
+        return self.engine.repository(session)  # type: ignore[no-any-return]
 
     def server_ids(self) -> set[int]:
         """Server-side ids of every connection to this database but the asking one."""
@@ -65,12 +64,12 @@ class Server:
 
 
 @pytest.fixture
-def server_on(tmp_path: Path) -> Iterator[Callable[[str], Server]]:
+def server_on(tmp_path: Path, flavour: str) -> Iterator[Callable[[str], Server]]:
     with ExitStack() as stack:
 
         def open_server(backend: str) -> Server:
             url = stack.enter_context(migrated_database(backend, tmp_path / backend))
-            return Server(backend, url, stack)
+            return Server(backend, url, stack, flavour)
 
         yield open_server
 

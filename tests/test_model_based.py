@@ -20,6 +20,7 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, text
 
 import userstore
+from tests.flavours import FlavouredEngine
 from userstore import (
     DuplicateUserError,
     InvalidUserError,
@@ -92,14 +93,15 @@ class RepositoryModel(RuleBasedStateMachine):
     whole unit of work back.
     """
 
-    engine: Engine
+    engine: Engine  # plain checks of what is committed
+    flavoured: FlavouredEngine  # the engine under test, sync or async
 
     def __init__(self) -> None:
         super().__init__()
         with self.engine.begin() as connection:
             connection.execute(text("DELETE FROM users"))
-        self.session = userstore.create_session_factory(self.engine)()
-        self.repo = UserRepository(self.session)
+        self.session = self.flavoured.session()
+        self.repo: UserRepository = self.flavoured.repository(self.session)
         self.committed: dict[str, int | None] = {}
         self.view: dict[str, int | None] = {}
         self.doomed: set[str] = set()
@@ -286,6 +288,12 @@ class RepositoryModel(RuleBasedStateMachine):
             assert {row.name: row.number for row in rows} == self.committed
 
 
-def test_the_repository_behaves_like_the_model(engine: Engine) -> None:
-    machine = type("RepositoryModelOnBackend", (RepositoryModel,), {"engine": engine})
+def test_the_repository_behaves_like_the_model(
+    engine: Engine, flavoured_engine: FlavouredEngine
+) -> None:
+    machine = type(
+        "RepositoryModelOnBackend",
+        (RepositoryModel,),
+        {"engine": engine, "flavoured": flavoured_engine},
+    )
     run_state_machine_as_test(machine)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import Engine, event, text
 
+from tests.flavours import FlavouredEngine
 from userstore import User, UserRepository
 
 Stored = Callable[[], list[tuple[str, int | None]]]
@@ -81,8 +82,8 @@ def _captured_select(engine: Engine, action: Callable[[], object]) -> tuple[str,
     return captured[0]
 
 
-def _plan(backend: str, plain_engine: Engine, statement: str, parameters: object) -> str:
-    with plain_engine.connect() as connection:
+def _plan(backend: str, engine: FlavouredEngine, statement: str, parameters: object) -> str:
+    with engine.connect() as connection:  # the driver that sent the statement explains it
         if backend == "postgresql":
             connection.exec_driver_sql("ANALYZE users")
             rows = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
@@ -119,24 +120,26 @@ def thousands_of_users(repo: UserRepository) -> UserRepository:
 
 
 def test_a_list_page_reads_the_primary_key_index_in_order_without_a_sort(
-    backend: str, engine: Engine, plain_engine: Engine, thousands_of_users: UserRepository
+    backend: str, flavoured_engine: FlavouredEngine, thousands_of_users: UserRepository
 ):
     statement, parameters = _captured_select(
-        engine, lambda: thousands_of_users.list(after="user01500", limit=20)
+        flavoured_engine.sync_engine, lambda: thousands_of_users.list(after="user01500", limit=20)
     )
 
     _assert_uses_primary_key_without_sorting(
-        backend, _plan(backend, plain_engine, statement, parameters)
+        backend, _plan(backend, flavoured_engine, statement, parameters)
     )
 
 
 def test_a_get_reads_the_primary_key_index(
-    backend: str, engine: Engine, plain_engine: Engine, thousands_of_users: UserRepository
+    backend: str, flavoured_engine: FlavouredEngine, thousands_of_users: UserRepository
 ):
     thousands_of_users.session.expunge_all()
-    statement, parameters = _captured_select(engine, lambda: thousands_of_users.get("user02000"))
+    statement, parameters = _captured_select(
+        flavoured_engine.sync_engine, lambda: thousands_of_users.get("user02000")
+    )
 
-    plan = _plan(backend, plain_engine, statement, parameters)
+    plan = _plan(backend, flavoured_engine, statement, parameters)
     if backend == "mariadb":
         assert '"key": "PRIMARY"' in plan, plan
         assert '"access_type": "const"' in plan, plan

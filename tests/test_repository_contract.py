@@ -1,21 +1,15 @@
-"""The repository contract, run identically on SQLite, PostgreSQL and MariaDB."""
+"""The repository contract, run identically on SQLite, PostgreSQL and MariaDB, sync and async."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine
 
-from userstore import (
-    DuplicateUserError,
-    User,
-    UserNotFoundError,
-    UserRepository,
-    create_session_factory,
-)
+from userstore import DuplicateUserError, User, UserNotFoundError, UserRepository
 
 Stored = Callable[[], list[tuple[str, int | None]]]
+Opener = Callable[[], UserRepository]
 
 
 def test_add_stages_the_user_without_sending_sql(repo: UserRepository, sent_sql, stored: Stored):
@@ -42,13 +36,12 @@ def test_commit_writes_the_unit_of_work_and_empties_session_new(
     assert stored() == [("Ann", None), ("Jenny", 8675309)]
 
 
-def test_get_after_commit_returns_the_stored_user(repo: UserRepository, engine: Engine):
+def test_get_after_commit_returns_the_stored_user(repo: UserRepository, open_repository: Opener):
     repo.add(User(name="Jenny", number=8675309))
     repo.commit()
 
-    with create_session_factory(engine)() as other_session:
-        found = UserRepository(other_session).get("Jenny")
-        assert repr(found) == "User(name=Jenny, number=8675309)"
+    found = open_repository().get("Jenny")
+    assert repr(found) == "User(name=Jenny, number=8675309)"
 
 
 def test_get_returns_none_for_a_missing_user(repo: UserRepository):
@@ -151,12 +144,11 @@ def test_duplicate_raised_by_commit_rolls_back_the_whole_unit_of_work(
 
 
 def test_duplicate_against_a_user_stored_by_another_session_is_raised_by_commit(
-    repo: UserRepository, engine: Engine, stored: Stored
+    repo: UserRepository, open_repository: Opener, stored: Stored
 ):
-    with create_session_factory(engine)() as other_session:
-        other = UserRepository(other_session)
-        other.add(User(name="Jenny", number=1))
-        other.commit()
+    other = open_repository()
+    other.add(User(name="Jenny", number=1))
+    other.commit()
     repo.add(User(name="Ann", number=2))
     repo.add(User(name="Jenny", number=3))
 
@@ -221,16 +213,15 @@ def test_repository_is_usable_right_after_a_duplicate(
 
 
 def test_re_adding_a_user_deleted_by_another_session_succeeds(
-    repo: UserRepository, engine: Engine, stored: Stored
+    repo: UserRepository, open_repository: Opener, stored: Stored
 ):
     jenny = repo.add(User(name="Jenny", number=1))
     repo.commit()
     assert jenny.number == 1  # loads it again: this session holds a live Jenny
     repo.rollback()  # end the read (on SQLite it holds the write lock)
-    with create_session_factory(engine)() as other_session:
-        other = UserRepository(other_session)
-        other.delete("Jenny")
-        other.commit()
+    other = open_repository()
+    other.delete("Jenny")
+    other.commit()
     repo.session.expire_all()
 
     repo.add(User(name="Jenny", number=2))

@@ -19,7 +19,7 @@ from sqlalchemy import URL, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.dialects.mysql.mariadb import MariaDBDialect
 
-import userstore
+from tests.flavours import FlavouredEngine
 from userstore import InvalidUserError, User, UserRepository
 from userstore.engine import MARIADB_SESSION_SETUP
 from userstore.timestamps import utc_now
@@ -83,21 +83,26 @@ def far_from_utc() -> Iterator[None]:
     time.tzset()
 
 
-_SESSION_TIME_ZONE: dict[str, dict[str, Any]] = {
-    "sqlite": {},
-    "postgresql": {"options": "-c timezone=America/St_Johns"},
-    "mariadb": {"init_command": MARIADB_SESSION_SETUP.replace("+00:00", "-03:30")},
+# (backend, flavour) -> the connect arguments that set a far-off session time zone.
+_SESSION_TIME_ZONE: dict[tuple[str, str], dict[str, Any]] = {
+    ("sqlite", "sync"): {},
+    ("sqlite", "async"): {},
+    ("postgresql", "sync"): {"options": "-c timezone=America/St_Johns"},
+    ("postgresql", "async"): {"server_settings": {"timezone": "America/St_Johns"}},
+    ("mariadb", "sync"): {"init_command": MARIADB_SESSION_SETUP.replace("+00:00", "-03:30")},
+    ("mariadb", "async"): {"init_command": MARIADB_SESSION_SETUP.replace("+00:00", "-03:30")},
 }
 
 
 def test_timestamps_read_back_as_utc_whatever_the_session_time_zone(
-    backend: str, database_url: URL, empty_table: None, far_from_utc: None
+    backend: str, flavour: str, database_url: URL, empty_table: None, far_from_utc: None
 ):
     since = datetime.now(UTC)
-    engine = userstore.create_engine(database_url, connect_args=_SESSION_TIME_ZONE[backend])
+    connect_args = _SESSION_TIME_ZONE[(backend, flavour)]
+    engine = FlavouredEngine(flavour, database_url, connect_args=connect_args)
     try:
-        with userstore.create_session_factory(engine)() as session:
-            repo = UserRepository(session)
+        with engine.session() as session:
+            repo = engine.repository(session)
             repo.add(User(name="Jenny", number=1))
             repo.commit()
             jenny = repo.get_one("Jenny")

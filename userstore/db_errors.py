@@ -141,7 +141,11 @@ def rule_for(
     if code is None and connecting:
         code = NO_CODE_WHILE_CONNECTING
     rule = None if code is None else _RULES_BY_KEY.get((backend, code))
-    if rule is not None and isinstance(error, rule.sqlalchemy_class):
+    # The code decides; the class must agree, unless the driver's errors come
+    # through SQLAlchemy unclassified (asyncpg's, as plain DBAPIError).
+    if rule is not None and (
+        isinstance(error, rule.sqlalchemy_class) or type(error) is sa_exc.DBAPIError
+    ):
         return rule
     return None
 

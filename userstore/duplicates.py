@@ -36,9 +36,12 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
 
-from sqlalchemy import bindparam, event, inspect, select
+from sqlalchemy import Engine, bindparam, event, inspect, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm.attributes import set_committed_value
 
+from userstore.errors import DatabaseError
 from userstore.models import User
 
 _LEDGER_KEY: Final = "userstore.ledger"
@@ -68,6 +71,8 @@ class Ledger:
     renamed_from: list[Any] = field(default_factory=list)
     savepoints: dict[SessionTransaction, _Marks] = field(default_factory=dict)
     ended: tuple[SessionTransaction, _Marks] | None = None
+    # What a rollback in progress will expire (see loaded_users), taken before it does.
+    rolling_back: tuple[list[tuple[User, dict[str, object]]], list[User]] | None = None
 
     def note_bulk_write(self) -> None:
         """Record that a bulk statement wrote rows the ORM did not see."""
@@ -103,6 +108,7 @@ def ledger(session: Session) -> Ledger:
     event.listen(session, "after_flush", _after_flush)
     event.listen(session, "after_flush_postexec", _drop_stale_identity_entries)
     event.listen(session, "after_transaction_create", _after_transaction_create)
+    event.listen(session, "after_rollback", _after_rollback)
     event.listen(session, "after_soft_rollback", _after_soft_rollback)
     event.listen(session, "after_transaction_end", _after_transaction_end)
     return created
@@ -206,6 +212,11 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         book.ended = (transaction, book.savepoints.pop(transaction))
 
 
+def _after_rollback(session: Session) -> None:
+    # Sent after the database rolled back and before SQLAlchemy expires the users.
+    _ledger_of(session).rolling_back = loaded_users(session)
+
+
 def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
     book = _ledger_of(session)
     if book.ended is not None and book.ended[0] is previous_transaction:
@@ -215,6 +226,9 @@ def _after_soft_rollback(session: Session, previous_transaction: SessionTransact
         book.deleted = set(marks.deleted)
         book.bulk = marks.bulk
     book.ended = None
+    rolled_back, book.rolling_back = book.rolling_back, None
+    if rolled_back is not None:
+        keep_readable(session, *rolled_back)
 
 
 def name_from_history(
@@ -273,6 +287,11 @@ _COLUMNS: Final = tuple(column.key for column in User.__table__.columns)
 def loaded_users(session: Session) -> tuple[list[tuple[User, dict[str, object]]], list[User]]:
     """The users a rollback would expire, split by whether this transaction wrote them.
 
+    Every rollback of a session with a ledger (the app's own ``rollback()``,
+    a savepoint's, a failed ``async with session.begin()``) hands them to
+    :func:`keep_readable`, so no attribute read afterwards needs the database:
+    under an ``AsyncSession`` such a read would raise ``MissingGreenlet``.
+
     SQLAlchemy expires every user on rollback, so reading one afterwards
     would go to the database (and fail once the session is closed, or the
     row deleted). A user this transaction did not write still holds what it
@@ -293,3 +312,51 @@ def loaded_users(session: Session) -> tuple[list[tuple[User, dict[str, object]]]
         values = {key: obj.__dict__[key] for key in _COLUMNS if key in obj.__dict__}
         kept.append((obj, values))
     return kept, written
+
+
+def keep_readable(
+    session: Session, kept: list[tuple[User, dict[str, object]]], written: list[User]
+) -> None:
+    """Give rolled-back users values again, so reading them never touches the database.
+
+    Users the transaction did not write get back the values they were read
+    with. The ones it wrote are read again: inside the transaction that is
+    still open (after a savepoint), else on a connection of their own,
+    outside the session, so the session opens no new transaction. A user
+    whose row is gone stays expired.
+    """
+    for user, values in kept:
+        for key, value in values.items():
+            set_committed_value(user, key, value)
+    by_name = {}
+    for user in written:
+        identity = inspect(user).identity  # (after the rollback: a rename is undone)
+        if identity is not None:
+            by_name[identity[0]] = user
+    if not by_name:
+        return
+    try:
+        if session.in_transaction():
+            with session.no_autoflush:
+                session.scalars(
+                    _LOADED_AMONG, {"names": list(by_name)}, execution_options=_FRESH
+                ).all()
+            return
+        bind = session.get_bind()
+        if not isinstance(bind, Engine):
+            return  # (a session joined to an outer connection reloads on next read)
+        with bind.connect() as connection:
+            rows = connection.execute(_STORED_AMONG, {"names": list(by_name)})
+            for row in rows.mappings():
+                user = by_name[row["name"]]
+                for key, value in row.items():
+                    set_committed_value(user, key, value)
+    except (sa_exc.SQLAlchemyError, DatabaseError):
+        return  # best effort: they reload from the database on next read instead
+
+
+_FRESH: Final = {"populate_existing": True}
+_LOADED_AMONG: Final = select(User).where(User.name.in_(bindparam("names", expanding=True)))
+_STORED_AMONG: Final = select(*User.__table__.columns).where(
+    User.name.in_(bindparam("names", expanding=True))
+)

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from userstore import sqlite
-from userstore.db_errors import NEEDS_ROLLBACK, install_error_translation
-from userstore.errors import ConfigurationError
+from userstore.db_errors import NEEDS_ROLLBACK, backend_of, install_error_translation
+from userstore.errors import ConfigurationError, DatabaseUnavailableError
 from userstore.models import MARIADB_CHARSET
 from userstore.sqlite import write_intent
 from userstore.urls import (
@@ -149,7 +149,13 @@ def _check_isolation_level(backend: str, level: object) -> None:
 
 
 def _refuse_unknown_connect_options(engine: Engine) -> None:
-    """Turn a driver's refusal of a connect option (a stray URL query parameter) into ours."""
+    """Turn a driver's refusal of a connect option (a stray URL query parameter) into ours.
+
+    Also a driver's bare ``OSError`` while connecting (asyncpg raises the
+    socket's own, which SQLAlchemy passes through unwrapped) becomes
+    :class:`~userstore.errors.DatabaseUnavailableError`, as the other
+    drivers' refused connections do through the error table.
+    """
 
     @event.listens_for(engine, "do_connect")
     def _connect(
@@ -157,6 +163,11 @@ def _refuse_unknown_connect_options(engine: Engine) -> None:
     ) -> DBAPIConnection:
         try:
             return dialect.connect(*cargs, **cparams)
+        except OSError as exc:
+            raise DatabaseUnavailableError(
+                f"{type(exc).__name__} connecting to {backend_of(dialect.name)}: {exc}",
+                backend=backend_of(dialect.name),
+            ) from exc
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(
                 f"the {dialect.driver} driver does not take these connection options "

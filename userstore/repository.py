@@ -6,11 +6,11 @@ import builtins
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, Integer, bindparam, exists, func, inspect, select, text
+from sqlalchemy import Integer, bindparam, exists, func, inspect, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import exc as orm_exc
-from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.orm.attributes import instance_state
 
 from userstore import duplicates
 from userstore.bulk import (
@@ -24,7 +24,7 @@ from userstore.bulk import (
     upsert_batch,
     validated_batches,
 )
-from userstore.db_errors import classify, is_unique_violation
+from userstore.db_errors import backend_of, classify, is_unique_violation
 from userstore.errors import (
     DatabaseError,
     DuplicateUserError,
@@ -58,9 +58,6 @@ _AS_STAGED: Final[dict[str, bool]] = {}
 # stale fails here (SQLITE_BUSY_SNAPSHOT), so what it reads next is current.
 _CLAIM_SQLITE_WRITE_LOCK: Final = text("UPDATE users SET name = name WHERE 0")
 _LOADED_AMONG: Final = select(User).where(User.name.in_(bindparam("names", expanding=True)))
-_STORED_AMONG: Final = select(*User.__table__.columns).where(
-    User.name.in_(bindparam("names", expanding=True))
-)
 # What a failed database call can raise: SQLAlchemy's own errors (pool, ORM)
 # and the engine's translated ones.
 _FAILURES: Final = (sa_exc.SQLAlchemyError, DatabaseError)
@@ -381,10 +378,13 @@ class UserRepository:
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[User]:
         """Yield every user in name order, holding only one batch in memory.
 
-        Rows stream through a server-side cursor on PostgreSQL and MariaDB (on
-        MariaDB the connection is busy until the iteration ends). Users the
-        caller does not keep are freed as it goes. Leaving the loop early (or
-        calling the iterator's ``close()``) releases the cursor.
+        Rows stream through a server-side cursor on PostgreSQL and SQLite's
+        own stepping. On MariaDB they come in keyset pages of ``batch_size``
+        (its drivers' streaming holds the connection busy, and the async ones
+        buffer a slow reader's rows without bound). Every user that exists
+        throughout the loop is yielded exactly once. Users the caller does not
+        keep are freed as it goes. Leaving the loop early (or calling the
+        iterator's ``close()``) releases the cursor.
 
         Raises:
             InvalidUserError: ``batch_size`` is not a positive int (raised by
@@ -395,24 +395,42 @@ class UserRepository:
         return self._iterate(batch_size)
 
     def _iterate(self, batch_size: int) -> Iterator[User]:
+        if backend_of(self._dialect_name()) == "mariadb":
+            yield from self._pages(batch_size)
+            return
         connection = self._send(self._session.connection)
         options = _FRESH if self._refreshing() else _AS_STAGED
         result = self._send(
             self._session.scalars, _PAGE, execution_options={"yield_per": batch_size, **options}
         )
+        ended = (
+            "the unit of work ended (commit, rollback or close) while iter_all() was "
+            "reading; the users after those already yielded were not read"
+        )
         try:
             yield from result
             if connection.closed:
-                # Some drivers (PyMySQL's streaming cursor) just stop when the
-                # session is closed under the loop: never pass that off as the end.
-                raise DatabaseError(
-                    "the unit of work ended (commit, rollback or close) while iter_all() was "
-                    "reading; the users after those already yielded were not read"
-                )
+                # A driver may just stop when the session is closed under the
+                # loop: never pass that off as the end.
+                raise DatabaseError(ended)
         except _FAILURES as exc:
             raise self._failure(exc) from exc
+        except Exception as exc:  # a driver's own error (asyncpg's cursor, once closed under it)
+            raise self._failure(DatabaseError(ended if connection.closed else str(exc))) from exc
         finally:
-            result.close()
+            if not connection.closed:
+                result.close()
+
+    def _pages(self, batch_size: int) -> Iterator[User]:
+        """Every user, one keyset page (one ``list`` call, one query) at a time."""
+        after = None
+        while True:
+            page = self.list(after=after, limit=batch_size)
+            yield from page
+            if len(page) < batch_size:
+                return
+            after = page[-1].name
+            del page
 
     def _refresh_loaded(self, names: Iterable[str]) -> None:
         """Reload, in one query, the users this session holds that a bulk write changed.
@@ -545,44 +563,17 @@ class UserRepository:
         return _rolled_back(exc, self._dialect_name())
 
     def _discard_unit_of_work(self) -> None:
+        """Roll back; users stay readable (the ledger's rollback hook sees to it)."""
         session = self._session
-        kept, written = duplicates.loaded_users(session) if len(session.identity_map) else ([], [])
+        loaded = duplicates.loaded_users(session) if len(session.identity_map) else ([], [])
         try:
             session.rollback()
         except _FAILURES:
-            # The connection died under the rollback; closing releases it and
-            # leaves the session ready to begin afresh.
+            # The connection died under the rollback, before the hook could
+            # run: closing releases it and leaves the session ready to begin
+            # afresh; the users' values are kept here instead.
             session.close()
-        for user, values in kept:  # users this unit of work did not write stay readable
-            for key, value in values.items():
-                set_committed_value(user, key, value)
-        if written:
-            self._reload_outside_the_session(written)
-
-    def _reload_outside_the_session(self, users: builtins.list[User]) -> None:
-        """Give users this unit of work wrote their stored values again, after its rollback.
-
-        SQLAlchemy expired them (their values were this unit of work's); read
-        on one connection of their own, outside the session, so the session
-        opens no new transaction. A user whose row is gone stays expired.
-        """
-        by_name = {}
-        for user in users:
-            identity = inspect(user).identity
-            if identity is not None:
-                by_name[identity[0]] = user
-        bind = self._session.get_bind()
-        if not by_name or not isinstance(bind, Engine):
-            return  # (a session joined to an outer connection reloads on next read)
-        try:
-            with bind.connect() as connection:
-                rows = connection.execute(_STORED_AMONG, {"names": builtins.list(by_name)})
-                for row in rows.mappings():
-                    user = by_name[row["name"]]
-                    for key, value in row.items():
-                        set_committed_value(user, key, value)
-        except _FAILURES:
-            return  # best effort: they reload from the database on next read instead
+            duplicates.keep_readable(session, *loaded)
 
 
 def _interruption_behind(exc: BaseException) -> BaseException | None:
