@@ -98,8 +98,8 @@ class Blocking:
     def __enter__(self) -> Blocking:
         return self
 
-    def __exit__(self, *_: object) -> None:
-        self.close()
+    def __exit__(self, *exc_info: Any) -> None:
+        LOOP.run(self.wrapped.__aexit__(*exc_info))
 
     def __repr__(self) -> str:
         return f"Blocking({self.wrapped!r})"

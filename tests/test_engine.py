@@ -43,6 +43,44 @@ def test_server_urls_without_a_driver_get_psycopg_or_pymysql(given: str, driver:
     assert resolve_url(given).drivername == driver
 
 
+@pytest.mark.parametrize(
+    ("given", "driver"),
+    [
+        ("postgresql://u@h/db", "postgresql+asyncpg"),
+        ("postgresql+psycopg://u@h/db", "postgresql+asyncpg"),  # one URL serves both flavours
+        ("postgresql+psycopg_async://u@h/db", "postgresql+psycopg_async"),
+        ("postgres://u@h/db", "postgresql+asyncpg"),
+        ("mariadb://u@h/db", "mariadb+asyncmy"),
+        ("mariadb+pymysql://u@h/db", "mariadb+asyncmy"),
+        ("mysql+aiomysql://u@h/db", "mysql+aiomysql"),
+        ("sqlite:///x.db", "sqlite+aiosqlite"),
+        ("sqlite+pysqlite:///x.db", "sqlite+aiosqlite"),
+    ],
+)
+def test_async_urls_get_their_backends_async_driver(given: str, driver: str):
+    assert resolve_url(given, flavour="async").drivername == driver
+
+
+@pytest.mark.parametrize(
+    ("given", "driver"),
+    [
+        ("postgresql+asyncpg://u@h/db", "postgresql+psycopg"),
+        ("mariadb+asyncmy://u@h/db", "mariadb+pymysql"),
+        ("sqlite+aiosqlite:///x.db", "sqlite"),
+    ],
+)
+def test_an_async_url_given_to_the_sync_engine_gets_the_sync_driver(given: str, driver: str):
+    assert resolve_url(given).drivername == driver
+
+
+@pytest.mark.parametrize("url", ["postgresql+pg8000://u@h/db", "mariadb+mysqldb://u@h/db"])
+def test_a_driver_userstore_does_not_speak_is_refused_by_both_flavours(url: str):
+    with pytest.raises(ConfigurationError, match="does not support the driver"):
+        userstore.create_engine(url)
+    with pytest.raises(ConfigurationError, match="does not support the driver"):
+        userstore.create_async_engine(url)
+
+
 def test_a_sqlite_file_database_uses_wal_and_a_busy_timeout(tmp_path: Path):
     engine = userstore.create_engine(f"sqlite:///{tmp_path / 'x.db'}")
     try:

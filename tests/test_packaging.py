@@ -21,7 +21,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 CONSTRAINTS = ROOT / ".ci" / "lowest-versions.txt"
 # The extras .ci/run installs on the lowest versions: test_error_table.py imports both drivers.
-LOWEST_EXTRAS = ("postgresql", "mariadb", "test")
+LOWEST_EXTRAS = ("postgresql", "mariadb", "asyncio", "test")
 # Pinned exactly (==) instead: CI lints and type-checks with one version on purpose.
 EXACT_EXTRAS = ("lint",)
 

@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import inspect
+import typing
+from collections.abc import Callable
 
 import pytest
 
 import userstore
 from userstore import (
+    AsyncUserRepository,
+    AsyncUserStream,
     DatabaseError,
     DuplicateUserError,
     InvalidUserError,
     SchemaOutOfDateError,
     TransientDatabaseError,
     UserNotFoundError,
+    UserRepository,
     UserStoreError,
+    migrations,
 )
+
+# Each public function of the sync API and its async twin, as apps import them.
+ASYNC_TWINS = [
+    (userstore.create_engine, userstore.create_async_engine),
+    (userstore.create_session_factory, userstore.create_async_session_factory),
+    (migrations.upgrade, migrations.upgrade_async),
+    (migrations.current, migrations.current_async),
+    (migrations.check, migrations.check_async),
+    (migrations.assert_current, migrations.assert_current_async),
+]
 
 
 def test_all_lists_every_public_name_and_nothing_else():
@@ -52,3 +68,45 @@ def test_not_found_and_duplicate_errors_carry_the_name():
     assert DuplicateUserError("Jenny").name == "Jenny"
     assert issubclass(UserNotFoundError, LookupError)
     assert issubclass(TransientDatabaseError, DatabaseError)
+
+
+def _verbs(repository: type) -> dict[str, inspect.Signature]:
+    return {
+        name: inspect.signature(member)
+        for name, member in vars(repository).items()
+        if inspect.isfunction(member) and not name.startswith("_")
+    }
+
+
+def _parameters(signature: inspect.Signature) -> list[tuple[str, object, object]]:
+    """Names, kinds and defaults: what a caller writes (annotations name other types)."""
+    return [(p.name, p.kind, p.default) for p in signature.parameters.values()]
+
+
+def test_the_async_repository_has_every_verb_of_the_sync_one_with_the_same_parameters():
+    sync_verbs, async_verbs = _verbs(UserRepository), _verbs(AsyncUserRepository)
+
+    assert sorted(async_verbs) == sorted(sync_verbs)
+    for name, signature in sync_verbs.items():
+        assert _parameters(async_verbs[name]) == _parameters(signature), name
+
+
+@pytest.mark.parametrize("name", sorted(set(_verbs(UserRepository)) - {"iter_all"}))
+def test_every_async_repository_verb_but_iter_all_is_a_coroutine(name: str):
+    assert inspect.iscoroutinefunction(getattr(AsyncUserRepository, name))
+
+
+def test_the_async_iter_all_returns_an_async_stream_that_can_be_closed():
+    assert typing.get_type_hints(AsyncUserRepository.iter_all)["return"] is AsyncUserStream
+    for method in ("__aiter__", "__anext__", "__aenter__", "__aexit__", "aclose"):
+        assert callable(getattr(AsyncUserStream, method)), method
+
+
+@pytest.mark.parametrize(("sync", "twin"), ASYNC_TWINS, ids=lambda function: function.__name__)
+def test_every_async_twin_is_documented_and_takes_what_its_sync_function_takes(
+    sync: Callable[..., object], twin: Callable[..., object]
+):
+    assert inspect.getdoc(twin)
+    assert [name for name, _, _ in _parameters(inspect.signature(twin))] == [
+        name for name, _, _ in _parameters(inspect.signature(sync))
+    ]

@@ -257,6 +257,45 @@ def test_a_bad_row_in_add_many_keeps_earlier_staged_work_and_writes_nothing_of_t
     assert stored() == [("staged", 1)]
 
 
+def test_users_stay_readable_after_the_apps_own_rollback_and_after_close(
+    flavoured_engine: FlavouredEngine, empty_table: None
+):
+    with flavoured_engine.session() as session:
+        repo = flavoured_engine.repository(session)
+        kept = repo.add(User(name="kept", number=1))
+        changed = repo.add(User(name="changed", number=2))
+        repo.commit()
+        changed.number = 3
+        repo.count()  # the change is flushed, then undone by the session itself
+        session.rollback()
+
+    # After the close: no attribute needs the database (async: no MissingGreenlet).
+    assert (kept.name, kept.number, changed.name, changed.number) == ("kept", 1, "changed", 2)
+    assert changed.created_at is not None
+    assert changed.updated_at is not None
+
+
+def test_users_stay_readable_after_a_failed_session_begin_block(
+    flavoured_engine: FlavouredEngine, empty_table: None
+):
+    with flavoured_engine.session() as session:
+        repo = flavoured_engine.repository(session)
+        jenny = repo.add(User(name="Jenny", number=1))
+        repo.commit()
+
+        def failing_unit_of_work() -> None:
+            with session.begin():  # the app's own unit of work
+                jenny.number = 5
+                repo.add(User(name="Jenny", number=2))
+                repo.count()
+
+        with pytest.raises(DuplicateUserError):
+            failing_unit_of_work()
+
+    assert (jenny.name, jenny.number) == ("Jenny", 1)
+    assert jenny.created_at is not None
+
+
 def test_a_user_loaded_before_a_bulk_write_shows_it_and_stays_readable_after_close(
     flavoured_engine: FlavouredEngine, empty_table: None
 ):

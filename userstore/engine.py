@@ -212,11 +212,15 @@ def _configure_mariadb(engine: Engine) -> None:
     def unclean(dbapi_connection: object, record: ConnectionPoolEntry, *_: object) -> None:
         record.info[_ENDED_CLEANLY] = False
 
+    # (An invalidated connection has no pooled record to mark: reading its
+    # info would raise, or check out a new connection just to set a flag.)
     def began(connection: sqlalchemy.Connection) -> None:
-        connection.info[_ENDED_CLEANLY] = False
+        if not connection.invalidated:
+            connection.info[_ENDED_CLEANLY] = False
 
     def ended(connection: sqlalchemy.Connection) -> None:
-        connection.info[_ENDED_CLEANLY] = True
+        if not connection.invalidated:
+            connection.info[_ENDED_CLEANLY] = True
 
     event.listen(engine, "checkout", unclean)
     event.listen(engine, "begin", began)

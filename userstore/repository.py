@@ -24,6 +24,7 @@ from userstore.bulk import (
     upsert_batch,
     validated_batches,
 )
+from userstore.concurrency import in_greenlet
 from userstore.db_errors import backend_of, classify, is_unique_violation
 from userstore.errors import (
     DatabaseError,
@@ -378,10 +379,12 @@ class UserRepository:
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[User]:
         """Yield every user in name order, holding only one batch in memory.
 
-        Rows stream through a server-side cursor on PostgreSQL and SQLite's
-        own stepping. On MariaDB they come in keyset pages of ``batch_size``
-        (its drivers' streaming holds the connection busy, and the async ones
-        buffer a slow reader's rows without bound). Every user that exists
+        Rows stream through a server-side cursor on PostgreSQL (psycopg) and
+        SQLite's own stepping. On MariaDB and async PostgreSQL they come in
+        keyset pages of ``batch_size``, one query each: MariaDB's streaming
+        holds the connection busy and its async drivers buffer a slow reader's
+        rows without bound, and asyncpg's cursors outlive their closing until
+        the transaction ends. Every user that exists
         throughout the loop is yielded exactly once. Users the caller does not
         keep are freed as it goes. Leaving the loop early (or calling the
         iterator's ``close()``) releases the cursor.
@@ -395,7 +398,8 @@ class UserRepository:
         return self._iterate(batch_size)
 
     def _iterate(self, batch_size: int) -> Iterator[User]:
-        if backend_of(self._dialect_name()) == "mariadb":
+        dialect = self._session.get_bind().dialect
+        if backend_of(dialect.name) == "mariadb" or (dialect.is_async and dialect.name != "sqlite"):
             yield from self._pages(batch_size)
             return
         connection = self._send(self._session.connection)
@@ -418,7 +422,10 @@ class UserRepository:
         except Exception as exc:  # a driver's own error (asyncpg's cursor, once closed under it)
             raise self._failure(DatabaseError(ended if connection.closed else str(exc))) from exc
         finally:
-            if not connection.closed:
+            # (Under an async engine, a stream dropped unfinished is closed here
+            # by the garbage collector, outside any greenlet, where nothing can
+            # be awaited: the unit of work's end releases its cursor instead.)
+            if not connection.closed and (not connection.dialect.is_async or in_greenlet()):
                 result.close()
 
     def _pages(self, batch_size: int) -> Iterator[User]:

@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import builtins
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from types import TracebackType
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
 from userstore.bulk import DEFAULT_BATCH_SIZE, Row, UpsertResult, check_batch_size
-from userstore.errors import InvalidUserError
+from userstore.concurrency import release_frames
+from userstore.errors import ConfigurationError, InvalidUserError
 from userstore.models import User
 from userstore.repository import UserRepository
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class AsyncUserRepository:
@@ -41,6 +46,11 @@ class AsyncUserRepository:
 
     Raises:
         InvalidUserError: ``session`` is not an ``AsyncSession``.
+        ConfigurationError: the session expires users on commit, so reading
+            one afterwards would need the database, outside any greenlet
+            (``MissingGreenlet``); use
+            :func:`~userstore.create_async_session_factory`, or
+            ``expire_on_commit=False``.
     """
 
     def __init__(self, session: AsyncSession) -> None:
@@ -48,6 +58,12 @@ class AsyncUserRepository:
             raise InvalidUserError(
                 f"AsyncUserRepository takes an AsyncSession, got {type(session).__name__} "
                 "(a sync Session goes to UserRepository)"
+            )
+        if session.sync_session.expire_on_commit:
+            raise ConfigurationError(
+                "this AsyncSession expires users on commit, so reading a user afterwards "
+                "would need the database outside any greenlet (MissingGreenlet): make sessions "
+                "with userstore.create_async_session_factory(engine), or expire_on_commit=False"
             )
         self._session = session
         self._sync = UserRepository(session.sync_session)
@@ -59,47 +75,47 @@ class AsyncUserRepository:
 
     async def add(self, user: User) -> User:
         """Stage a new user; see :meth:`userstore.UserRepository.add`."""
-        return await greenlet_spawn(self._sync.add, user)
+        return await _run(self._sync.add, user)
 
     async def get(self, name: str) -> User | None:
         """Return the user called ``name`` or ``None``; see :meth:`userstore.UserRepository.get`."""
-        return await greenlet_spawn(self._sync.get, name)
+        return await _run(self._sync.get, name)
 
     async def get_one(self, name: str) -> User:
         """Return the user called ``name``; see :meth:`userstore.UserRepository.get_one`."""
-        return await greenlet_spawn(self._sync.get_one, name)
+        return await _run(self._sync.get_one, name)
 
     async def exists(self, name: str) -> bool:
         """Return whether the user ``name`` exists; see :meth:`userstore.UserRepository.exists`."""
-        return await greenlet_spawn(self._sync.exists, name)
+        return await _run(self._sync.exists, name)
 
     async def count(self) -> int:
         """Return the number of users; see :meth:`userstore.UserRepository.count`."""
-        return await greenlet_spawn(self._sync.count)
+        return await _run(self._sync.count)
 
     async def delete(self, name: str) -> None:
         """Delete the user called ``name``; see :meth:`userstore.UserRepository.delete`."""
-        await greenlet_spawn(self._sync.delete, name)
+        await _run(self._sync.delete, name)
 
     async def list(
         self, *, after: str | None = None, limit: int | None = None
     ) -> builtins.list[User]:
         """Return one keyset page of users; see :meth:`userstore.UserRepository.list`."""
-        return await greenlet_spawn(self._sync.list, after=after, limit=limit)
+        return await _run(self._sync.list, after=after, limit=limit)
 
     async def add_many(self, users: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """Insert many users; see :meth:`userstore.UserRepository.add_many`."""
-        return await greenlet_spawn(self._sync.add_many, users, batch_size=batch_size)
+        return await _run(self._sync.add_many, users, batch_size=batch_size)
 
     async def upsert(self, name: str, number: int | None) -> User:
         """Insert or update one user; see :meth:`userstore.UserRepository.upsert`."""
-        return await greenlet_spawn(self._sync.upsert, name, number)
+        return await _run(self._sync.upsert, name, number)
 
     async def upsert_many(
         self, rows: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> UpsertResult:
         """Insert or update many users; see :meth:`userstore.UserRepository.upsert_many`."""
-        return await greenlet_spawn(self._sync.upsert_many, rows, batch_size=batch_size)
+        return await _run(self._sync.upsert_many, rows, batch_size=batch_size)
 
     def iter_all(self, *, batch_size: int = 1000) -> AsyncUserStream:
         """Stream every user in name order, holding only one batch in memory.
@@ -120,11 +136,21 @@ class AsyncUserRepository:
 
     async def commit(self) -> None:
         """Write the unit of work atomically; see :meth:`userstore.UserRepository.commit`."""
-        await greenlet_spawn(self._sync.commit)
+        await _run(self._sync.commit)
 
     async def rollback(self) -> None:
         """Discard the unit of work; see :meth:`userstore.UserRepository.rollback`."""
-        await greenlet_spawn(self._sync.rollback)
+        await _run(self._sync.rollback)
+
+
+async def _run(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """Run sync repository code in one greenlet; an interruption leaves no frames behind."""
+    try:
+        return await greenlet_spawn(function, *args, **kwargs)  # type: ignore[arg-type]
+    except BaseException as error:
+        if not isinstance(error, Exception):  # CancelledError, KeyboardInterrupt
+            release_frames(error)
+        raise
 
 
 class AsyncUserStream:
@@ -148,7 +174,7 @@ class AsyncUserStream:
             if self._users is None:
                 raise StopAsyncIteration
             self._started = True
-            batch = await greenlet_spawn(self._next_batch)
+            batch = await _run(self._next_batch)
             if not batch:
                 self._users = None
                 raise StopAsyncIteration
@@ -165,7 +191,7 @@ class AsyncUserStream:
         self._buffer.clear()
         close = getattr(users, "close", None)
         if close is not None and self._started:
-            await greenlet_spawn(close)
+            await _run(close)
 
     async def __aenter__(self) -> AsyncUserStream:
         return self

@@ -1,0 +1,392 @@
+"""A task cancelled mid-unit-of-work: nothing half-written, CancelledError as itself, a clean pool.
+
+A client that disconnects cancels its request's task wherever it is. Each point here is hit
+deterministically, never by timing: a ``before_cursor_execute`` (or ``commit``) listener cancels
+the very task that is about to send the chosen statement, or the test steps the event loop until
+the task is parked waiting for a pooled connection, then cancels it. Afterwards the task has ended
+with ``CancelledError`` (not another error), the unit of work is all or nothing, the database
+holds nothing open for it (PostgreSQL: no connection "idle in transaction"; MariaDB: no InnoDB
+transaction; SQLite: another writer takes the write lock at once), the pool has its connection
+back, and the next unit of work on the same engine works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy
+from sqlalchemy import URL, event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import userstore
+from tests.databases import BACKENDS, migrated_database
+from userstore import AsyncUserRepository, User
+
+Unit = Callable[[AsyncUserRepository], Awaitable[None]]
+Stored = dict[str, int | None]
+
+COMMITTED: Stored = {"kept": 1}
+"""What each test commits before the unit of work it cancels."""
+
+# How long the server may take to end the transaction of a connection that was closed under it.
+SERVER_CLEANUP_SECONDS = 5.0
+# How long a task may take to reach the state a test waits for; reached in milliseconds.
+STATE_TIMEOUT_SECONDS = 10.0
+
+
+class Database:
+    """A migrated database, an async userstore engine on it, and plain-SQL checks of its state."""
+
+    def __init__(self, backend: str, url: URL, engine: AsyncEngine) -> None:
+        self.backend = backend
+        self.url = url
+        self.engine = engine
+        self.factory = userstore.create_async_session_factory(engine)
+        self._plain = sqlalchemy.create_engine(
+            url, poolclass=sqlalchemy.NullPool, isolation_level="AUTOCOMMIT"
+        )
+
+    def close(self) -> None:
+        self._plain.dispose()
+
+    def stored(self) -> Stored:
+        """Every stored user's number by name, read with plain SQL."""
+        with self._plain.connect() as connection:
+            rows = connection.execute(text("SELECT name, number FROM users"))
+            return {row.name: row.number for row in rows}
+
+    def held_open(self) -> list[str]:
+        """What the database holds open for units of work: nothing, once they all ended."""
+        if self.backend == "sqlite":
+            return _sqlite_write_lock_holders(self.url)
+        query = {
+            "postgresql": "SELECT pid, state, query FROM pg_stat_activity "
+            "WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+            "mariadb": "SELECT t.trx_mysql_thread_id, t.trx_state, p.info "
+            "FROM information_schema.innodb_trx AS t "
+            "JOIN information_schema.processlist AS p ON p.id = t.trx_mysql_thread_id "
+            "WHERE p.db = DATABASE()",
+        }[self.backend]
+        with self._plain.connect() as connection:
+            return [str(tuple(row)) for row in connection.execute(text(query))]
+
+    async def settled(self) -> list[str]:
+        """:meth:`held_open`, once the server has had a moment to end closed connections' work.
+
+        A server ends the transaction of a connection closed under it when it notices the
+        close, a few milliseconds later; a transaction still open after that is a leak.
+        SQLite has no server: a closed connection's lock is gone when its close returns.
+        """
+        loop = asyncio.get_running_loop()
+        grace = 0.0 if self.backend == "sqlite" else SERVER_CLEANUP_SECONDS
+        deadline = loop.time() + grace
+        while (held := self.held_open()) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return held
+
+
+def _sqlite_write_lock_holders(url: URL) -> list[str]:
+    """[] when another writer can take SQLite's write lock at once, else why it cannot."""
+    assert url.database is not None
+    other = sqlite3.connect(url.database, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        return [f"another writer cannot take the write lock: {error}"]
+    finally:
+        other.close()
+    return []
+
+
+@asynccontextmanager
+async def _database(backend: str, url: URL, **options: Any) -> AsyncIterator[Database]:
+    database = Database(backend, url, userstore.create_async_engine(url, **options))
+    try:
+        async with database.factory() as session:
+            repo = AsyncUserRepository(session)
+            await repo.add_many(COMMITTED.items())
+            await repo.commit()
+        yield database
+    finally:
+        await database.engine.dispose()
+        database.close()
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Keep the cycle collector from running: no guarantee may wait for it to run.
+
+    Otherwise whatever a reference cycle keeps alive (an exception's traceback holds every
+    frame it passed through, and their locals) would be freed whenever the collector happens
+    to run, and a test would pass or fail by that luck.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+        gc.collect()  # what the block left to the collector goes now, not in a later test
+
+
+def _outcome(task: asyncio.Task[Any]) -> str:
+    """How a finished task ended: "cancelled", "finished", or the error it raised."""
+    if task.cancelled():
+        return "cancelled"
+    error = task.exception()
+    return "finished" if error is None else f"{type(error).__name__}: {error}"
+
+
+def _start_unit(database: Database, unit: Unit) -> asyncio.Task[None]:
+    """Start ``unit`` in a task of its own, on a session of its own."""
+
+    async def work() -> None:
+        async with database.factory() as session:
+            await unit(AsyncUserRepository(session))
+
+    return asyncio.create_task(work())
+
+
+async def _run_unit(database: Database, unit: Unit) -> asyncio.Task[None]:
+    """Run ``unit`` in a task of its own, on a session of its own, and wait for its end."""
+    task = _start_unit(database, unit)
+    await asyncio.wait({task})
+    return task
+
+
+@contextmanager
+def _cancelling_at(
+    engine: AsyncEngine, prefixes: tuple[str, ...], nth: int = 1
+) -> Iterator[list[str]]:
+    """Cancel the task that is about to send the ``nth`` statement starting with a prefix.
+
+    Yields the matching statements seen, so a test can check its point was reached.
+    """
+    seen: list[str] = []
+
+    def cancel(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith(prefixes):
+            seen.append(statement)
+            if len(seen) == nth:
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+
+    event.listen(engine.sync_engine, "before_cursor_execute", cancel)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", cancel)
+
+
+async def _assert_clean_and_usable(database: Database, stored: Stored) -> None:
+    """Nothing held open, the pool whole, ``stored`` stored, and the next unit of work works."""
+    assert await database.settled() == []
+    assert database.engine.sync_engine.pool.checkedout() == 0
+    assert database.stored() == stored
+    async with database.factory() as session:
+        repo = AsyncUserRepository(session)
+        await repo.add(User(name="next", number=7))
+        await repo.commit()
+        assert await repo.count() == len(stored) + 1
+    assert database.stored() == {**stored, "next": 7}
+    assert database.engine.sync_engine.pool.checkedout() == 0
+
+
+# The units of work that get cancelled. Each writes several statements' worth, so a unit
+# cancelled halfway would show in the table if it were not all or nothing.
+
+
+async def _add_and_commit(repo: AsyncUserRepository) -> None:
+    for i in range(3):
+        await repo.add(User(name=f"new{i}", number=i))
+    await repo.commit()
+
+
+async def _flush_then_commit(repo: AsyncUserRepository) -> None:
+    await repo.add(User(name="new0", number=0))
+    assert await repo.count() == 2  # the INSERT is sent; the transaction stays open
+    await repo.add(User(name="new1", number=1))
+    await repo.commit()
+
+
+async def _flush_then_add_many(repo: AsyncUserRepository) -> None:
+    await repo.add(User(name="new", number=0))
+    await repo.count()
+    await repo.add_many([(f"bulk{i:03d}", i) for i in range(50)], batch_size=10)
+    await repo.commit()
+
+
+async def _flush_then_upsert_many(repo: AsyncUserRepository) -> None:
+    await repo.add(User(name="new", number=0))
+    await repo.count()
+    await repo.upsert_many([("kept", 99), ("upserted", 5)])
+    await repo.commit()
+
+
+async def _flush_then_get_staged(repo: AsyncUserRepository) -> None:
+    await repo.add(User(name="new0", number=0))
+    await repo.count()
+    await repo.add(User(name="new1", number=1))
+    await repo.get("new1")  # autoflushes new1's INSERT first
+    await repo.commit()
+
+
+async def _flush_then_get(repo: AsyncUserRepository) -> None:
+    await repo.add(User(name="new0", number=0))
+    await repo.count()
+    await repo.get("kept")
+    await repo.commit()
+
+
+async def _flush_then_stream(repo: AsyncUserRepository) -> None:
+    await repo.add(User(name="new0", number=0))
+    await repo.count()
+    async with repo.iter_all(batch_size=10) as users:
+        async for _ in users:
+            pass
+    await repo.commit()
+
+
+async def _delete_and_commit(repo: AsyncUserRepository) -> None:
+    await repo.add(User(name="new0", number=0))
+    await repo.delete("kept")
+    await repo.commit()
+
+
+@dataclass(frozen=True)
+class Point:
+    """Where a unit of work is cancelled: before the nth statement starting with a prefix."""
+
+    unit: Unit
+    prefixes: tuple[str, ...]
+    nth: int = 1
+
+
+POINTS = {
+    "inside commit, at its flush's first INSERT": Point(_add_and_commit, ("INSERT",)),
+    "inside commit, after an earlier flush": Point(_flush_then_commit, ("INSERT",), 2),
+    "inside add_many, after two of its batches": Point(_flush_then_add_many, ("SAVEPOINT",), 3),
+    "inside upsert_many": Point(_flush_then_upsert_many, ("WITH", "INSERT"), 2),
+    "inside a get's autoflush": Point(_flush_then_get_staged, ("INSERT",), 2),
+    "inside a get's SELECT": Point(_flush_then_get, ("SELECT USERS.NAME",)),
+    "inside iter_all's SELECT": Point(_flush_then_stream, ("SELECT USERS.NAME",)),
+    "inside delete's flush": Point(_delete_and_commit, ("DELETE",)),
+}
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for backend in BACKENDS:
+        for name, point in POINTS.items():
+            cases.append(pytest.param(backend, point, id=f"{backend}-{name}"))
+    return cases
+
+
+@pytest.mark.parametrize(("backend", "point"), _cases())
+def test_a_task_cancelled_mid_unit_of_work_writes_nothing_and_leaves_a_clean_pool(
+    backend: str, tmp_path: Path, point: Point
+):
+    async def scenario(url: URL) -> None:
+        async with _database(backend, url) as database:
+            with _cancelling_at(database.engine, point.prefixes, point.nth) as seen:
+                task = await _run_unit(database, point.unit)
+
+            assert len(seen) == point.nth  # the point was reached, and nothing ran past it
+            assert _outcome(task) == "cancelled"
+            await _assert_clean_and_usable(database, COMMITTED)
+
+    with migrated_database(backend, tmp_path) as url, _no_cycle_collection():
+        asyncio.run(scenario(url))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_task_cancelled_while_its_commit_is_sent_commits_all_or_nothing(
+    backend: str, tmp_path: Path
+):
+    async def scenario(url: URL) -> None:
+        async with _database(backend, url) as database:
+            commits: list[object] = []
+
+            def cancel(connection: object) -> None:  # just before the driver's COMMIT
+                commits.append(connection)
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
+
+            event.listen(database.engine.sync_engine, "commit", cancel)
+            try:
+                task = await _run_unit(database, _add_and_commit)
+            finally:
+                event.remove(database.engine.sync_engine, "commit", cancel)
+
+            assert len(commits) == 1
+            assert _outcome(task) == "cancelled"
+            everything = {**COMMITTED, "new0": 0, "new1": 1, "new2": 2}
+            stored = database.stored()
+            assert stored in (COMMITTED, everything)  # the COMMIT landed, or it did not
+            await _assert_clean_and_usable(database, stored)
+
+    with migrated_database(backend, tmp_path) as url, _no_cycle_collection():
+        asyncio.run(scenario(url))
+
+
+def _suspended_in(task: asyncio.Task[Any]) -> list[str]:
+    """The qualified names of the coroutines ``task`` is suspended in, outermost first."""
+    names = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and getattr(awaited, "cr_frame", None) is not None:
+        names.append(awaited.cr_frame.f_code.co_qualname)
+        awaited = awaited.cr_await
+    return names
+
+
+async def _until_parked_in(task: asyncio.Task[Any], coroutine_name: str) -> None:
+    """Let the event loop run until ``task`` is suspended inside ``coroutine_name``.
+
+    A state, not a delay: the wait ends as soon as the task gets there (its database calls
+    before that take real time, not just turns of the loop).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STATE_TIMEOUT_SECONDS
+    while coroutine_name not in _suspended_in(task):
+        assert not task.done(), _outcome(task)
+        assert loop.time() < deadline, f"never in {coroutine_name}: {_suspended_in(task)}"
+        await asyncio.sleep(0.001)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_task_cancelled_while_waiting_for_a_pooled_connection_takes_nothing_from_the_pool(
+    backend: str, tmp_path: Path
+):
+    async def scenario(url: URL) -> None:
+        # One connection, so the second unit of work must wait for it; a lost slot would
+        # make the last unit of work wait pool_timeout and fail.
+        options = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 5}
+        async with _database(backend, url, **options) as database:
+            async with database.factory() as holder_session:
+                holder = AsyncUserRepository(holder_session)
+                await holder.add(User(name="held", number=2))
+                await holder.count()  # holds the one connection, in a transaction
+                waiter = _start_unit(database, _add_and_commit)
+                await _until_parked_in(waiter, "Queue.get")  # waiting in the pool's queue
+
+                waiter.cancel()
+                await asyncio.wait({waiter})
+                assert _outcome(waiter) == "cancelled"
+                await holder.commit()
+
+            await _assert_clean_and_usable(database, {**COMMITTED, "held": 2})
+
+    with migrated_database(backend, tmp_path) as url, _no_cycle_collection():
+        asyncio.run(scenario(url))
