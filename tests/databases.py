@@ -182,3 +182,14 @@ def kill_connections(url: URL, backend: str, server_ids: set[int]) -> None:
                 connection.execute(sqlalchemy.text(_KILL[backend]), {"id": server_id})
     finally:
         admin.dispose()
+
+
+def stored_users(url: URL) -> dict[str, int | None]:
+    """Every stored user's number by name, read with plain SQL on a sync engine of its own."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.NullPool)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sqlalchemy.text("SELECT name, number FROM users"))
+            return {row.name: row.number for row in rows}
+    finally:
+        engine.dispose()

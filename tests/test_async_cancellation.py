@@ -13,10 +13,9 @@ back, and the next unit of work on the same engine works.
 from __future__ import annotations
 
 import asyncio
-import gc
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,20 @@ from sqlalchemy import URL, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import userstore
-from tests.databases import BACKENDS, migrated_database
+from tests.async_support import (
+    Unit,
+    async_engine_and_sessions,
+    cancel_the_current_task,
+    cancelling_at,
+    no_cycle_collection,
+    run_unit,
+    start_unit,
+    task_outcome,
+    until_suspended_in,
+)
+from tests.databases import BACKENDS, migrated_database, stored_users
 from userstore import AsyncUserRepository, User
 
-Unit = Callable[[AsyncUserRepository], Awaitable[None]]
 Stored = dict[str, int | None]
 
 COMMITTED: Stored = {"kept": 1}
@@ -38,8 +47,6 @@ COMMITTED: Stored = {"kept": 1}
 
 # How long the server may take to end the transaction of a connection that was closed under it.
 SERVER_CLEANUP_SECONDS = 5.0
-# How long a task may take to reach the state a test waits for; reached in milliseconds.
-STATE_TIMEOUT_SECONDS = 10.0
 
 
 class Database:
@@ -59,9 +66,7 @@ class Database:
 
     def stored(self) -> Stored:
         """Every stored user's number by name, read with plain SQL."""
-        with self._plain.connect() as connection:
-            rows = connection.execute(text("SELECT name, number FROM users"))
-            return {row.name: row.number for row in rows}
+        return stored_users(self.url)
 
     def held_open(self) -> list[str]:
         """What the database holds open for units of work: nothing, once they all ended."""
@@ -109,84 +114,32 @@ def _sqlite_write_lock_holders(url: URL) -> list[str]:
 
 @asynccontextmanager
 async def _database(backend: str, url: URL, **options: Any) -> AsyncIterator[Database]:
-    database = Database(backend, url, userstore.create_async_engine(url, **options))
-    try:
-        async with database.factory() as session:
-            repo = AsyncUserRepository(session)
-            await repo.add_many(COMMITTED.items())
-            await repo.commit()
-        yield database
-    finally:
-        await database.engine.dispose()
-        database.close()
+    async with async_engine_and_sessions(url, **options) as (engine, _):
+        database = Database(backend, url, engine)
+        try:
+            async with database.factory() as session:
+                repo = AsyncUserRepository(session)
+                await repo.add_many(COMMITTED.items())
+                await repo.commit()
+            yield database
+        finally:
+            database.close()
 
 
-@contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """Keep the cycle collector from running: no guarantee may wait for it to run.
+def _run_scenario(
+    backend: str,
+    tmp_path: Path,
+    scenario: Callable[[Database], Awaitable[None]],
+    **engine_options: Any,
+) -> None:
+    """Run ``scenario`` on a migrated database that holds COMMITTED, with no cycle collection."""
 
-    Otherwise whatever a reference cycle keeps alive (an exception's traceback holds every
-    frame it passed through, and their locals) would be freed whenever the collector happens
-    to run, and a test would pass or fail by that luck.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-        gc.collect()  # what the block left to the collector goes now, not in a later test
+    async def run(url: URL) -> None:
+        async with _database(backend, url, **engine_options) as database:
+            await scenario(database)
 
-
-def _outcome(task: asyncio.Task[Any]) -> str:
-    """How a finished task ended: "cancelled", "finished", or the error it raised."""
-    if task.cancelled():
-        return "cancelled"
-    error = task.exception()
-    return "finished" if error is None else f"{type(error).__name__}: {error}"
-
-
-def _start_unit(database: Database, unit: Unit) -> asyncio.Task[None]:
-    """Start ``unit`` in a task of its own, on a session of its own."""
-
-    async def work() -> None:
-        async with database.factory() as session:
-            await unit(AsyncUserRepository(session))
-
-    return asyncio.create_task(work())
-
-
-async def _run_unit(database: Database, unit: Unit) -> asyncio.Task[None]:
-    """Run ``unit`` in a task of its own, on a session of its own, and wait for its end."""
-    task = _start_unit(database, unit)
-    await asyncio.wait({task})
-    return task
-
-
-@contextmanager
-def _cancelling_at(
-    engine: AsyncEngine, prefixes: tuple[str, ...], nth: int = 1
-) -> Iterator[list[str]]:
-    """Cancel the task that is about to send the ``nth`` statement starting with a prefix.
-
-    Yields the matching statements seen, so a test can check its point was reached.
-    """
-    seen: list[str] = []
-
-    def cancel(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        if statement.lstrip().upper().startswith(prefixes):
-            seen.append(statement)
-            if len(seen) == nth:
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()
-
-    event.listen(engine.sync_engine, "before_cursor_execute", cancel)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", cancel)
+    with migrated_database(backend, tmp_path) as url, no_cycle_collection():
+        asyncio.run(run(url))
 
 
 async def _assert_clean_and_usable(database: Database, stored: Stored) -> None:
@@ -297,96 +250,63 @@ def _cases() -> list[Any]:
 def test_a_task_cancelled_mid_unit_of_work_writes_nothing_and_leaves_a_clean_pool(
     backend: str, tmp_path: Path, point: Point
 ):
-    async def scenario(url: URL) -> None:
-        async with _database(backend, url) as database:
-            with _cancelling_at(database.engine, point.prefixes, point.nth) as seen:
-                task = await _run_unit(database, point.unit)
+    async def scenario(database: Database) -> None:
+        with cancelling_at(database.engine, point.prefixes, point.nth) as seen:
+            task = await run_unit(database.factory, point.unit)
 
-            assert len(seen) == point.nth  # the point was reached, and nothing ran past it
-            assert _outcome(task) == "cancelled"
-            await _assert_clean_and_usable(database, COMMITTED)
+        assert len(seen) == point.nth  # the point was reached, and nothing ran past it
+        assert task_outcome(task) == "cancelled"
+        await _assert_clean_and_usable(database, COMMITTED)
 
-    with migrated_database(backend, tmp_path) as url, _no_cycle_collection():
-        asyncio.run(scenario(url))
+    _run_scenario(backend, tmp_path, scenario)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_task_cancelled_while_its_commit_is_sent_commits_all_or_nothing(
     backend: str, tmp_path: Path
 ):
-    async def scenario(url: URL) -> None:
-        async with _database(backend, url) as database:
-            commits: list[object] = []
+    async def scenario(database: Database) -> None:
+        commits: list[object] = []
 
-            def cancel(connection: object) -> None:  # just before the driver's COMMIT
-                commits.append(connection)
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()
+        def cancel(connection: object) -> None:  # just before the driver's COMMIT
+            commits.append(connection)
+            cancel_the_current_task()
 
-            event.listen(database.engine.sync_engine, "commit", cancel)
-            try:
-                task = await _run_unit(database, _add_and_commit)
-            finally:
-                event.remove(database.engine.sync_engine, "commit", cancel)
+        event.listen(database.engine.sync_engine, "commit", cancel)
+        try:
+            task = await run_unit(database.factory, _add_and_commit)
+        finally:
+            event.remove(database.engine.sync_engine, "commit", cancel)
 
-            assert len(commits) == 1
-            assert _outcome(task) == "cancelled"
-            everything = {**COMMITTED, "new0": 0, "new1": 1, "new2": 2}
-            stored = database.stored()
-            assert stored in (COMMITTED, everything)  # the COMMIT landed, or it did not
-            await _assert_clean_and_usable(database, stored)
+        assert len(commits) == 1
+        assert task_outcome(task) == "cancelled"
+        everything = {**COMMITTED, "new0": 0, "new1": 1, "new2": 2}
+        stored = database.stored()
+        assert stored in (COMMITTED, everything)  # the COMMIT landed, or it did not
+        await _assert_clean_and_usable(database, stored)
 
-    with migrated_database(backend, tmp_path) as url, _no_cycle_collection():
-        asyncio.run(scenario(url))
-
-
-def _suspended_in(task: asyncio.Task[Any]) -> list[str]:
-    """The qualified names of the coroutines ``task`` is suspended in, outermost first."""
-    names = []
-    awaited: Any = task.get_coro()
-    while awaited is not None and getattr(awaited, "cr_frame", None) is not None:
-        names.append(awaited.cr_frame.f_code.co_qualname)
-        awaited = awaited.cr_await
-    return names
-
-
-async def _until_parked_in(task: asyncio.Task[Any], coroutine_name: str) -> None:
-    """Let the event loop run until ``task`` is suspended inside ``coroutine_name``.
-
-    A state, not a delay: the wait ends as soon as the task gets there (its database calls
-    before that take real time, not just turns of the loop).
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STATE_TIMEOUT_SECONDS
-    while coroutine_name not in _suspended_in(task):
-        assert not task.done(), _outcome(task)
-        assert loop.time() < deadline, f"never in {coroutine_name}: {_suspended_in(task)}"
-        await asyncio.sleep(0.001)
+    _run_scenario(backend, tmp_path, scenario)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_task_cancelled_while_waiting_for_a_pooled_connection_takes_nothing_from_the_pool(
     backend: str, tmp_path: Path
 ):
-    async def scenario(url: URL) -> None:
-        # One connection, so the second unit of work must wait for it; a lost slot would
-        # make the last unit of work wait pool_timeout and fail.
-        options = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 5}
-        async with _database(backend, url, **options) as database:
-            async with database.factory() as holder_session:
-                holder = AsyncUserRepository(holder_session)
-                await holder.add(User(name="held", number=2))
-                await holder.count()  # holds the one connection, in a transaction
-                waiter = _start_unit(database, _add_and_commit)
-                await _until_parked_in(waiter, "Queue.get")  # waiting in the pool's queue
+    async def scenario(database: Database) -> None:
+        async with database.factory() as holder_session:
+            holder = AsyncUserRepository(holder_session)
+            await holder.add(User(name="held", number=2))
+            await holder.count()  # holds the one connection, in a transaction
+            waiter = start_unit(database.factory, _add_and_commit)
+            await until_suspended_in(waiter, "Queue.get")  # waiting in the pool's queue
 
-                waiter.cancel()
-                await asyncio.wait({waiter})
-                assert _outcome(waiter) == "cancelled"
-                await holder.commit()
+            waiter.cancel()
+            await asyncio.wait({waiter})
+            assert task_outcome(waiter) == "cancelled"
+            await holder.commit()
 
-            await _assert_clean_and_usable(database, {**COMMITTED, "held": 2})
+        await _assert_clean_and_usable(database, {**COMMITTED, "held": 2})
 
-    with migrated_database(backend, tmp_path) as url, _no_cycle_collection():
-        asyncio.run(scenario(url))
+    # One connection, so the second unit of work must wait for it; a lost slot would
+    # make the last unit of work wait pool_timeout and fail.
+    _run_scenario(backend, tmp_path, scenario, pool_size=1, max_overflow=0, pool_timeout=5)

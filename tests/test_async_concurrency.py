@@ -14,12 +14,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import sqlalchemy
-from sqlalchemy import URL, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import URL
 
-import userstore
-from tests.databases import BACKENDS, migrated_database
+from tests.async_support import Factory, async_engine_and_sessions
+from tests.databases import BACKENDS, migrated_database, stored_users
 from userstore import AsyncUserRepository, DuplicateUserError, User
 
 RACERS = 200
@@ -30,17 +28,6 @@ USERS_PER_WRITER = 500
 USERS_PER_UNIT = 10
 
 
-def _stored(url: URL) -> dict[str, int | None]:
-    """Every stored user's number by name, read with a plain sync engine."""
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.NullPool)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(text("SELECT name, number FROM users"))
-            return {row.name: row.number for row in rows}
-    finally:
-        engine.dispose()
-
-
 def _names_tried_by(racer: int) -> list[str]:
     """Consecutive contested names, in an order of the racer's own."""
     first = racer * NAMES_PER_RACER % len(CONTESTED_NAMES)
@@ -49,9 +36,7 @@ def _names_tried_by(racer: int) -> list[str]:
     return names
 
 
-async def _race(
-    factory: async_sessionmaker[AsyncSession], racer: int, start: asyncio.Event
-) -> list[tuple[str, str]]:
+async def _race(factory: Factory, racer: int, start: asyncio.Event) -> list[tuple[str, str]]:
     """Try to add each name in a unit of work of its own; say what happened to each."""
     outcomes = []
     async with factory() as session:
@@ -75,9 +60,7 @@ def test_each_contested_name_is_won_exactly_once_by_tasks_racing_on_one_loop(
     backend: str, tmp_path: Path
 ):
     async def race(url: URL) -> tuple[dict[int, list[tuple[str, str]]], float]:
-        engine = userstore.create_async_engine(url)
-        try:
-            factory = userstore.create_async_session_factory(engine)
+        async with async_engine_and_sessions(url) as (engine, factory):
             start = asyncio.Event()
             racers = [asyncio.create_task(_race(factory, r, start)) for r in range(RACERS)]
             await asyncio.sleep(0)  # every racer has its session and waits at the start
@@ -87,12 +70,10 @@ def test_each_contested_name_is_won_exactly_once_by_tasks_racing_on_one_loop(
             elapsed = time.perf_counter() - began
             assert engine.sync_engine.pool.checkedout() == 0
             return dict(enumerate(results)), elapsed
-        finally:
-            await engine.dispose()
 
     with migrated_database(backend, tmp_path) as url:
         outcomes, elapsed = asyncio.run(race(url))
-        stored = _stored(url)
+        stored = stored_users(url)
 
     unexpected = [
         (r, n, o) for r, res in outcomes.items() for n, o in res if o not in ("won", "duplicate")
@@ -112,9 +93,7 @@ def test_each_contested_name_is_won_exactly_once_by_tasks_racing_on_one_loop(
     )
 
 
-async def _write(
-    factory: async_sessionmaker[AsyncSession], writer: int, start: asyncio.Event
-) -> list[str]:
+async def _write(factory: Factory, writer: int, start: asyncio.Event) -> list[str]:
     """Add this writer's users, a few per unit of work; return any error met."""
     errors = []
     names = [f"w{writer}-user{i:04d}" for i in range(USERS_PER_WRITER)]
@@ -134,9 +113,7 @@ async def _write(
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_tasks_adding_distinct_users_on_one_loop_lose_none(backend: str, tmp_path: Path):
     async def write(url: URL) -> tuple[list[list[str]], float]:
-        engine = userstore.create_async_engine(url)
-        try:
-            factory = userstore.create_async_session_factory(engine)
+        async with async_engine_and_sessions(url) as (engine, factory):
             start = asyncio.Event()
             writers = [asyncio.create_task(_write(factory, w, start)) for w in range(WRITERS)]
             await asyncio.sleep(0)
@@ -146,12 +123,10 @@ def test_tasks_adding_distinct_users_on_one_loop_lose_none(backend: str, tmp_pat
             elapsed = time.perf_counter() - began
             assert engine.sync_engine.pool.checkedout() == 0
             return errors, elapsed
-        finally:
-            await engine.dispose()
 
     with migrated_database(backend, tmp_path) as url:
         errors, elapsed = asyncio.run(write(url))
-        stored = _stored(url)
+        stored = stored_users(url)
 
     assert errors == [[]] * WRITERS
     expected = {f"w{w}-user{i:04d}": w for w in range(WRITERS) for i in range(USERS_PER_WRITER)}

@@ -10,17 +10,24 @@ database (and the connection's worker thread).
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import userstore
+from tests.async_support import (
+    AsyncEngineAndSessions,
+    Factory,
+    Unit,
+    async_engine_and_sessions,
+    cancelling_at,
+    no_cycle_collection,
+    run_unit,
+    until_suspended_in,
+)
 from tests.databases import BACKENDS
 from userstore import AsyncUserRepository, User, migrations
 
@@ -30,20 +37,13 @@ pytestmark = pytest.mark.skipif("sqlite" not in BACKENDS, reason="SQLite is not 
 # that create_async_engine turns into it.
 MEMORY_URLS = ["sqlite+aiosqlite://", "sqlite:///:memory:"]
 
-Factory = async_sessionmaker[AsyncSession]
-
-# How long a task may take to reach the state a test waits for; reached in milliseconds.
-STATE_TIMEOUT_SECONDS = 10.0
-
 
 @asynccontextmanager
-async def _memory_database(url: str, **options: Any) -> AsyncIterator[tuple[AsyncEngine, Factory]]:
-    engine = userstore.create_async_engine(url, **options)
-    try:
-        await migrations.upgrade_async(engine)
-        yield engine, userstore.create_async_session_factory(engine)
-    finally:
-        await engine.dispose()
+async def _memory_database(url: str, **options: Any) -> AsyncIterator[AsyncEngineAndSessions]:
+    """An async engine on a new in-memory database, migrated through that engine itself."""
+    async with async_engine_and_sessions(url, **options) as opened:
+        await migrations.upgrade_async(opened.engine)
+        yield opened
 
 
 async def _names(factory: Factory) -> list[str]:
@@ -58,46 +58,9 @@ async def _add(factory: Factory, name: str) -> None:
         await repo.commit()
 
 
-def _suspended_in(task: asyncio.Task[Any]) -> list[str]:
-    """The qualified names of the coroutines ``task`` is suspended in, outermost first."""
-    names = []
-    awaited: Any = task.get_coro()
-    while awaited is not None and getattr(awaited, "cr_frame", None) is not None:
-        names.append(awaited.cr_frame.f_code.co_qualname)
-        awaited = awaited.cr_await
-    return names
-
-
-async def _until_suspended_in(task: asyncio.Task[Any], coroutine_name: str) -> None:
-    """Let the event loop run until ``task`` is suspended inside ``coroutine_name``.
-
-    A state, not a delay: the wait ends as soon as the task gets there (its database calls
-    run in aiosqlite's thread, so that takes real time, not just turns of the loop).
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STATE_TIMEOUT_SECONDS
-    while coroutine_name not in _suspended_in(task):
-        assert not task.done()
-        assert loop.time() < deadline, f"never in {coroutine_name}: {_suspended_in(task)}"
-        await asyncio.sleep(0.001)
-
-
 async def _until_waiting_for_its_turn(task: asyncio.Task[Any]) -> None:
     """Step the event loop until ``task`` waits for the in-memory database's connection."""
-    await _until_suspended_in(task, "AsyncOneConnectionPool._take_turn")
-
-
-@contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """Keep the cycle collector from running: no guarantee may wait for it to run."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-        gc.collect()  # what the block left to the collector goes now, not in a later test
+    await until_suspended_in(task, "AsyncOneConnectionPool._take_turn")
 
 
 @pytest.mark.parametrize("url", MEMORY_URLS)
@@ -125,7 +88,7 @@ def test_in_memory_a_second_task_waits_for_the_first_ones_commit_then_sees_it(ur
                     await repo.commit()
 
             holder = asyncio.create_task(first())
-            await _until_suspended_in(holder, "Event.wait")  # flushed, holding the connection
+            await until_suspended_in(holder, "Event.wait")  # flushed, holding the connection
             waiter = asyncio.create_task(second())
             await _until_waiting_for_its_turn(waiter)
             for _ in range(50):  # the loop runs on: the waiter does not block it, nor get in
@@ -169,7 +132,7 @@ CANCELLED_UNITS = [
 @pytest.mark.parametrize("url", MEMORY_URLS)
 def test_in_memory_a_task_cancelled_mid_statement_loses_nothing_committed(
     url: str,
-    unit: Callable[[AsyncUserRepository], Awaitable[None]],
+    unit: Unit,
     prefix: str,
     nth: int,
 ):
@@ -177,26 +140,8 @@ def test_in_memory_a_task_cancelled_mid_statement_loses_nothing_committed(
         # A short pool_timeout: a turn the cancelled task kept fails the test in seconds.
         async with _memory_database(url, pool_timeout=5) as (engine, factory):
             await _add(factory, "kept")
-            seen: list[str] = []
-
-            def cancel(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-                if statement.startswith(prefix):
-                    seen.append(statement)
-                    if len(seen) == nth:
-                        task = asyncio.current_task()
-                        assert task is not None
-                        task.cancel()
-
-            async def doomed() -> None:
-                async with factory() as session:
-                    await unit(AsyncUserRepository(session))
-
-            event.listen(engine.sync_engine, "before_cursor_execute", cancel)
-            try:
-                task = asyncio.create_task(doomed())
-                await asyncio.wait({task})
-            finally:
-                event.remove(engine.sync_engine, "before_cursor_execute", cancel)
+            with cancelling_at(engine, (prefix,), nth) as seen:
+                task = await run_unit(factory, unit)
 
             assert len(seen) == nth
             assert task.cancelled()
@@ -204,7 +149,7 @@ def test_in_memory_a_task_cancelled_mid_statement_loses_nothing_committed(
             await _add(factory, "next")  # and the next unit of work works
             assert await _names(factory) == ["kept", "next"]
 
-    with _no_cycle_collection():
+    with no_cycle_collection():
         asyncio.run(scenario())
 
 

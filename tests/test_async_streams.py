@@ -15,16 +15,16 @@ import gc
 import logging
 import sys
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import URL, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-import userstore
+from tests.async_support import AsyncEngineAndSessions, async_engine_and_sessions
 from tests.databases import BACKENDS, migrated_database
 from userstore import AsyncUserRepository, User
 
@@ -112,11 +112,15 @@ async def _open_portals(session: AsyncSession) -> list[str]:
     return list(rows.scalars())
 
 
-async def _store_users(factory: async_sessionmaker[AsyncSession]) -> None:
-    async with factory() as session:
-        repo = AsyncUserRepository(session)
-        await repo.add_many((f"user{i:03d}", i) for i in range(USERS))
-        await repo.commit()
+@asynccontextmanager
+async def _engine_with_users_stored(url: URL) -> AsyncIterator[AsyncEngineAndSessions]:
+    """An async engine on ``url``, once it has stored USERS users; disposed when done."""
+    async with async_engine_and_sessions(url) as opened:
+        async with opened.factory() as session:
+            repo = AsyncUserRepository(session)
+            await repo.add_many((f"user{i:03d}", i) for i in range(USERS))
+            await repo.commit()
+        yield opened
 
 
 async def _assert_session_ready(session: AsyncSession, backend: str) -> None:
@@ -138,18 +142,13 @@ def test_leaving_iter_all_early_releases_its_cursor_for_the_next_statement_at_on
     backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, leave: Leave
 ):
     async def scenario(url: URL) -> None:
-        engine = userstore.create_async_engine(url)
-        try:
-            factory = userstore.create_async_session_factory(engine)
-            await _store_users(factory)
+        async with _engine_with_users_stored(url) as (engine, factory):
             async with factory() as session:
                 seen: list[str] = []
                 await leave(AsyncUserRepository(session), seen)
                 assert seen == [f"user{i:03d}" for i in range(READ_BEFORE_LEAVING)]
                 await _assert_session_ready(session, backend)
             assert engine.sync_engine.pool.checkedout() == 0
-        finally:
-            await engine.dispose()
 
     with migrated_database(backend, tmp_path) as url, _nothing_reported(caplog):
         asyncio.run(scenario(url))
@@ -163,10 +162,7 @@ def test_a_stream_left_without_aclose_is_released_quietly_when_the_unit_of_work_
     # of work ends. Nothing may be logged or warned, then or when the stream is collected
     # (here, as soon as the loop is left: nothing else refers to it).
     async def scenario(url: URL) -> None:
-        engine = userstore.create_async_engine(url)
-        try:
-            factory = userstore.create_async_session_factory(engine)
-            await _store_users(factory)
+        async with _engine_with_users_stored(url) as (engine, factory):
             async with factory() as session:
                 repo = AsyncUserRepository(session)
                 async for user in repo.iter_all(batch_size=BATCH):
@@ -174,8 +170,6 @@ def test_a_stream_left_without_aclose_is_released_quietly_when_the_unit_of_work_
                         break
                 await _assert_session_ready(session, backend)
             assert engine.sync_engine.pool.checkedout() == 0
-        finally:
-            await engine.dispose()
 
     with migrated_database(backend, tmp_path) as url, _nothing_reported(caplog):
         asyncio.run(scenario(url))
@@ -186,15 +180,9 @@ def test_on_postgresql_leaving_iter_all_early_closes_its_server_side_cursor_at_o
     tmp_path: Path, leave: Leave
 ):
     async def scenario(url: URL) -> None:
-        engine = userstore.create_async_engine(url)
-        try:
-            factory = userstore.create_async_session_factory(engine)
-            await _store_users(factory)
-            async with factory() as session:
-                await leave(AsyncUserRepository(session), [])
-                assert await _open_portals(session) == []
-        finally:
-            await engine.dispose()
+        async with _engine_with_users_stored(url) as (_, factory), factory() as session:
+            await leave(AsyncUserRepository(session), [])
+            assert await _open_portals(session) == []
 
     with migrated_database("postgresql", tmp_path) as url:
         asyncio.run(scenario(url))

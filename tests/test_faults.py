@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy import URL, make_url, text
 
-from tests.databases import SERVER_URLS, kill_connections, migrated_database
+from tests.databases import SERVER_URLS, kill_connections, migrated_database, stored_users
 from tests.flavours import FlavouredEngine
 from userstore import TransientDatabaseError, User, UserRepository
 
@@ -111,6 +111,7 @@ def test_a_connection_killed_mid_transaction_fails_that_unit_of_work_only(
     repo.add(User(name="retried", number=2))
     repo.commit()
     assert repo.count() == 2
+    assert stored_users(server.url) == {"committed": 1, "retried": 2}
 
 
 def _restart_commands(backend: str) -> list[list[str]] | None:

@@ -16,10 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy
 from sqlalchemy import URL, make_url
 
-from tests.databases import migrated_database, throwaway_database
+from tests.databases import migrated_database, stored_users, throwaway_database
 from tests.test_readme import readme_blocks
 from userstore import SchemaOutOfDateError, User
 
@@ -42,17 +41,6 @@ def _run_block(section: str, monkeypatch: pytest.MonkeyPatch) -> Namespace:
     return module.__dict__
 
 
-def _stored(url: URL) -> dict[str, int | None]:
-    """Every stored user's number by name, read without userstore's code."""
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.NullPool)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(sqlalchemy.text("SELECT name, number FROM users"))
-            return {name: number for name, number in rows}
-    finally:
-        engine.dispose()
-
-
 def test_the_async_tour_runs_on_every_backend(
     backend: str, fresh_database_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -66,7 +54,7 @@ def test_the_async_tour_runs_on_every_backend(
 
     _run_block("Async", monkeypatch)
 
-    stored = _stored(url)
+    stored = stored_users(url)
     assert len(stored) == 1_001
     assert stored["Jenny"] == 8675309
 
@@ -131,7 +119,7 @@ def test_the_fastapi_example_adds_a_user_and_returns_it_with_its_stored_timestam
 
     _serve(exercise, monkeypatch)
 
-    assert _stored(database) == {"Jenny": 8675309}
+    assert stored_users(database) == {"Jenny": 8675309}
 
 
 def test_the_fastapi_example_answers_409_for_a_taken_name_and_serves_on(
@@ -148,7 +136,7 @@ def test_the_fastapi_example_answers_409_for_a_taken_name_and_serves_on(
 
     _serve(exercise, monkeypatch)
 
-    assert _stored(database) == {"Jenny": 8675309}
+    assert stored_users(database) == {"Jenny": 8675309}
 
 
 def test_the_fastapi_example_answers_404_for_a_missing_user_and_422_for_a_bad_one(
@@ -166,7 +154,7 @@ def test_the_fastapi_example_answers_404_for_a_missing_user_and_422_for_a_bad_on
 
     _serve(exercise, monkeypatch)
 
-    assert _stored(database) == {}
+    assert stored_users(database) == {}
 
 
 def test_the_fastapi_example_commits_a_delete_before_it_sends_the_response(
@@ -182,7 +170,9 @@ def test_the_fastapi_example_commits_a_delete_before_it_sends_the_response(
         assert deleted.status_code == 204
 
     _serve(
-        exercise, monkeypatch, on_response_start=lambda: stored_when_sent.append(_stored(database))
+        exercise,
+        monkeypatch,
+        on_response_start=lambda: stored_when_sent.append(stored_users(database)),
     )
 
     assert stored_when_sent == [{"Jenny": 8675309}, {}]
@@ -204,7 +194,7 @@ def test_the_fastapi_dependency_rolls_back_when_the_handler_raises(
 
     asyncio.run(handle_a_request_that_fails())
 
-    assert _stored(database) == {}
+    assert stored_users(database) == {}
 
 
 def test_the_fastapi_example_refuses_to_start_on_a_database_that_is_not_migrated(

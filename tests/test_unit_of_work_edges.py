@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Engine, event
@@ -32,6 +33,15 @@ Stored = Callable[[], list[tuple[str, int | None]]]
 def other(open_repository: Callable[[], UserRepository]) -> UserRepository:
     """A second repository on its own session, like another request."""
     return open_repository()
+
+
+@contextmanager
+def _repository_on_a_session_of_its_own(
+    flavoured_engine: FlavouredEngine,
+) -> Iterator[UserRepository]:
+    """A repository of the flavour under test on a new session, closed when the block ends."""
+    with flavoured_engine.session() as session:
+        yield flavoured_engine.repository(session)
 
 
 def _store(repo: UserRepository, *names: str) -> None:
@@ -185,12 +195,10 @@ def test_adding_a_user_that_belongs_to_another_open_session_is_invalid_input(
 def test_a_user_returned_by_a_closed_session_is_fully_readable(
     flavoured_engine: FlavouredEngine, empty_table: None
 ):
-    with flavoured_engine.session() as session:
-        repo = flavoured_engine.repository(session)
+    with _repository_on_a_session_of_its_own(flavoured_engine) as repo:
         created = repo.add(User(name="handler", number=1))
         repo.commit()
-    with flavoured_engine.session() as session:
-        repo = flavoured_engine.repository(session)
+    with _repository_on_a_session_of_its_own(flavoured_engine) as repo:
         updated = repo.get_one("handler")
         updated.number = 2
         repo.commit()
@@ -260,14 +268,13 @@ def test_a_bad_row_in_add_many_keeps_earlier_staged_work_and_writes_nothing_of_t
 def test_users_stay_readable_after_the_apps_own_rollback_and_after_close(
     flavoured_engine: FlavouredEngine, empty_table: None
 ):
-    with flavoured_engine.session() as session:
-        repo = flavoured_engine.repository(session)
+    with _repository_on_a_session_of_its_own(flavoured_engine) as repo:
         kept = repo.add(User(name="kept", number=1))
         changed = repo.add(User(name="changed", number=2))
         repo.commit()
         changed.number = 3
         repo.count()  # the change is flushed, then undone by the session itself
-        session.rollback()
+        repo.session.rollback()
 
     # After the close: no attribute needs the database (async: no MissingGreenlet).
     assert (kept.name, kept.number, changed.name, changed.number) == ("kept", 1, "changed", 2)
@@ -278,13 +285,12 @@ def test_users_stay_readable_after_the_apps_own_rollback_and_after_close(
 def test_users_stay_readable_after_a_failed_session_begin_block(
     flavoured_engine: FlavouredEngine, empty_table: None
 ):
-    with flavoured_engine.session() as session:
-        repo = flavoured_engine.repository(session)
+    with _repository_on_a_session_of_its_own(flavoured_engine) as repo:
         jenny = repo.add(User(name="Jenny", number=1))
         repo.commit()
 
         def failing_unit_of_work() -> None:
-            with session.begin():  # the app's own unit of work
+            with repo.session.begin():  # the app's own unit of work
                 jenny.number = 5
                 repo.add(User(name="Jenny", number=2))
                 repo.count()
@@ -299,8 +305,7 @@ def test_users_stay_readable_after_a_failed_session_begin_block(
 def test_a_user_loaded_before_a_bulk_write_shows_it_and_stays_readable_after_close(
     flavoured_engine: FlavouredEngine, empty_table: None
 ):
-    with flavoured_engine.session() as session:
-        repo = flavoured_engine.repository(session)
+    with _repository_on_a_session_of_its_own(flavoured_engine) as repo:
         _store(repo, "a")
         loaded = repo.get_one("a")
         repo.upsert_many([("a", 60)])
@@ -370,8 +375,7 @@ def test_iter_all_never_ends_early_in_silence_when_its_session_is_closed_mid_loo
 def test_a_rolled_back_bulk_write_never_shows_on_a_user_the_session_holds(
     flavoured_engine: FlavouredEngine, empty_table: None, how: str
 ):
-    with flavoured_engine.session() as session:
-        repo = flavoured_engine.repository(session)
+    with _repository_on_a_session_of_its_own(flavoured_engine) as repo:
         _store(repo, "b", "taken")
         held = repo.get_one("b")
         if how == "upsert_many":
