@@ -70,7 +70,12 @@ def validated_batches(rows: Iterable[Row], batch_size: int) -> Iterator[Batch]:
         InvalidUserError: naming the position of the first bad row.
     """
     check_batch_size(batch_size)
-    iterator = iter(rows)
+    try:
+        iterator = iter(rows)
+    except TypeError:
+        raise InvalidUserError(
+            f"rows must be an iterable of users, pairs or mappings, got {type(rows).__name__}"
+        ) from None
     start = 0
     while chunk := list(islice(iterator, batch_size)):
         if _all_plain_valid_pairs(chunk):
@@ -133,9 +138,12 @@ def _validated(position: int, row: object) -> tuple[str, int | None]:
 
 
 def last_of_each_name(batch: Batch) -> Batch:
-    """Collapse rows that repeat a name within one batch: the last one wins."""
-    collapsed = dict(batch)
-    return batch if len(collapsed) == len(batch) else list(collapsed.items())
+    """Collapse rows that repeat a name within one batch (the last one wins), in name order.
+
+    In name order, concurrent upserts of overlapping names lock their rows in
+    one order, so they never deadlock on each other.
+    """
+    return sorted(dict(batch).items())
 
 
 # -- inserts -------------------------------------------------------------------
@@ -293,14 +301,34 @@ def upsert_batch(connection: Connection, batch: Batch) -> UpsertResult:
 
 
 def _sqlite_upsert(connection: Connection, batch: Batch) -> UpsertResult:
-    updates = 0
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    install_sqlite_update_counter(dbapi_connection)  # (done already at connect, normally)
+    updates = _UPDATE_COUNTS[id(dbapi_connection)]
+    updates[0] = 0
+    written = connection.exec_driver_sql(_SQLITE_UPSERT, batch).rowcount
+    return UpsertResult(written - updates[0], updates[0], len(batch) - written)
+
+
+# Per open connection (by id), how many rows the upsert's update branch touched.
+# The function is registered once, when the connection is made: SQLite refuses
+# to register one while a statement is active (an upsert inside an iter_all loop).
+_UPDATE_COUNTS: Final[dict[int, list[int]]] = {}
+
+
+def install_sqlite_update_counter(dbapi_connection: Any) -> None:
+    """Register the SQL function the SQLite upsert counts its updates with."""
+    if id(dbapi_connection) in _UPDATE_COUNTS:
+        return
+    updates = [0]
 
     def count_update(value: object) -> object:
-        nonlocal updates
-        updates += 1
+        updates[0] += 1
         return value
 
-    dbapi_connection: Any = connection.connection.dbapi_connection
     dbapi_connection.create_function(_SQLITE_COUNTER, 1, count_update)
-    written = connection.exec_driver_sql(_SQLITE_UPSERT, batch).rowcount
-    return UpsertResult(written - updates, updates, len(batch) - written)
+    _UPDATE_COUNTS[id(dbapi_connection)] = updates
+
+
+def forget_sqlite_update_counter(dbapi_connection: Any) -> None:
+    """Drop a closed connection's counter (its id may be reused)."""
+    _UPDATE_COUNTS.pop(id(dbapi_connection), None)

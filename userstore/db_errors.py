@@ -168,6 +168,10 @@ def classify(
         return TransientDatabaseError
     if not isinstance(error, sa_exc.DBAPIError):
         return DatabaseError
+    if connecting and backend_of(dialect_name) == "postgresql":
+        # psycopg gives no code for any failure to connect (a wrong password,
+        # a missing database too); asyncpg does, but both flavours must agree.
+        return DatabaseUnavailableError
     rule = rule_for(error, dialect_name, connecting=connecting)
     if rule is not None:
         return rule.maps_to

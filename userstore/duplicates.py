@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from sqlalchemy import Engine, bindparam, event, inspect, select
 from sqlalchemy import exc as sa_exc
@@ -49,11 +49,17 @@ _LOOKUP_CHUNK: Final = 500
 _NAMES_PRESENT: Final = select(User.name).where(User.name.in_(bindparam("names", expanding=True)))
 
 
+_Loaded: TypeAlias = tuple[User, dict[str, object]]  # a user, and the values it holds
+
+
 @dataclass
 class _Marks:
     written: frozenset[str]
     deleted: frozenset[str]
     bulk: bool
+    # The loaded users' values as the savepoint began (its begin flushed them):
+    # what its rollback returns them to.
+    values: dict[int, _Loaded]
 
 
 @dataclass
@@ -72,7 +78,7 @@ class Ledger:
     savepoints: dict[SessionTransaction, _Marks] = field(default_factory=dict)
     ended: tuple[SessionTransaction, _Marks] | None = None
     # What a rollback in progress will expire (see loaded_users), taken before it does.
-    rolling_back: tuple[list[tuple[User, dict[str, object]]], list[User]] | None = None
+    rolling_back: tuple[list[_Loaded], list[_Loaded]] | None = None
 
     def note_bulk_write(self) -> None:
         """Record that a bulk statement wrote rows the ORM did not see."""
@@ -197,8 +203,12 @@ def _after_flush(session: Session, *_: object) -> None:
 def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
     if transaction.nested:
         book = _ledger_of(session)
+        kept, written = loaded_users(session)
         book.savepoints[transaction] = _Marks(
-            frozenset(book.written), frozenset(book.deleted), book.bulk
+            frozenset(book.written),
+            frozenset(book.deleted),
+            book.bulk,
+            {id(user): (user, values) for user, values in kept + written},
         )
 
 
@@ -206,6 +216,11 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     book = _ledger_of(session)
     if transaction.parent is None:  # commit, rollback, close() or reset() of the whole
         book._clear()
+        # A rollback (or a failed flush's, once the unit of work ends) expired users:
+        # give them values again, now that the session holds no connection.
+        rolled_back, book.rolling_back = book.rolling_back, None
+        if rolled_back is not None:
+            keep_readable(session, *rolled_back)
     elif transaction in book.savepoints:
         # Released or rolled back: only after_soft_rollback, which SQLAlchemy
         # sends after this, tells which; keep the marks until then.
@@ -214,21 +229,31 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
 
 def _after_rollback(session: Session) -> None:
     # Sent after the database rolled back and before SQLAlchemy expires the users.
-    _ledger_of(session).rolling_back = loaded_users(session)
+    book = _ledger_of(session)
+    if book.rolling_back is None:  # (a failed flush's rollback came first: keep its values)
+        book.rolling_back = loaded_users(session)
 
 
 def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
     book = _ledger_of(session)
+    before: dict[int, _Loaded] = {}
     if book.ended is not None and book.ended[0] is previous_transaction:
         # A savepoint rolled back: forget what was written inside it.
         marks = book.ended[1]
         book.written = set(marks.written)
         book.deleted = set(marks.deleted)
         book.bulk = marks.bulk
+        before = marks.values
     book.ended = None
-    rolled_back, book.rolling_back = book.rolling_back, None
-    if rolled_back is not None:
-        keep_readable(session, *rolled_back)
+    transaction = session.get_transaction()
+    if book.rolling_back is not None and transaction is not None and transaction.is_active:
+        # A savepoint rolled back: its users get back their values from its start.
+        kept, written = book.rolling_back
+        book.rolling_back = None
+        for user, _ in written:
+            if id(user) in before:
+                _give(user, before[id(user)][1])
+        keep_readable(session, kept, [entry for entry in written if id(entry[0]) not in before])
 
 
 def name_from_history(
@@ -284,7 +309,7 @@ def first_stored(session: Session, candidates: Iterable[str]) -> str | None:
 _COLUMNS: Final = tuple(column.key for column in User.__table__.columns)
 
 
-def loaded_users(session: Session) -> tuple[list[tuple[User, dict[str, object]]], list[User]]:
+def loaded_users(session: Session) -> tuple[list[_Loaded], list[_Loaded]]:
     """The users a rollback would expire, split by whether this transaction wrote them.
 
     Every rollback of a session with a ledger (the app's own ``rollback()``,
@@ -306,53 +331,67 @@ def loaded_users(session: Session) -> tuple[list[tuple[User, dict[str, object]]]
         state = inspect(obj)
         if state.deleted:
             continue
-        if state.modified or obj.__dict__.get("name") in book.touched:
-            written.append(obj)
-            continue
         values = {key: obj.__dict__[key] for key in _COLUMNS if key in obj.__dict__}
-        kept.append((obj, values))
+        if state.modified or obj.__dict__.get("name") in book.touched:
+            written.append((obj, values))
+        else:
+            kept.append((obj, values))
     return kept, written
 
 
-def keep_readable(
-    session: Session, kept: list[tuple[User, dict[str, object]]], written: list[User]
-) -> None:
+def keep_readable(session: Session, kept: list[_Loaded], written: list[_Loaded]) -> None:
     """Give rolled-back users values again, so reading them never touches the database.
 
     Users the transaction did not write get back the values they were read
     with. The ones it wrote are read again: inside the transaction that is
     still open (after a savepoint), else on a connection of their own,
     outside the session, so the session opens no new transaction. A user
-    whose row is gone stays expired.
+    whose row is gone (another unit of work deleted it), or that cannot be
+    read again, keeps the values it last had here.
     """
     for user, values in kept:
-        for key, value in values.items():
-            set_committed_value(user, key, value)
-    by_name = {}
-    for user in written:
+        _give(user, values)
+    last_values = {}
+    for user, values in written:
         identity = inspect(user).identity  # (after the rollback: a rename is undone)
         if identity is not None:
-            by_name[identity[0]] = user
-    if not by_name:
-        return
+            last_values[identity[0]] = (user, values)
+    if last_values:
+        users = {name: user for name, (user, _) in last_values.items()}
+        for name in _read_again(session, users):
+            last_values.pop(name)
+    for user, values in last_values.values():  # gone, or unreadable now
+        _give(user, values)
+
+
+def _give(user: User, values: dict[str, object]) -> None:
+    for key, value in values.items():
+        if key not in user.__dict__:  # (an expired attribute)
+            set_committed_value(user, key, value)
+
+
+def _read_again(session: Session, users: dict[str, User]) -> list[str]:
+    """Load the stored values of these users (by name); return the names found."""
+    names = list(users)
     try:
         if session.in_transaction():
             with session.no_autoflush:
-                session.scalars(
-                    _LOADED_AMONG, {"names": list(by_name)}, execution_options=_FRESH
+                loaded = session.scalars(
+                    _LOADED_AMONG, {"names": names}, execution_options=_FRESH
                 ).all()
-            return
+            return [user.name for user in loaded]
         bind = session.get_bind()
         if not isinstance(bind, Engine):
-            return  # (a session joined to an outer connection reloads on next read)
+            return []  # (a session joined to an outer connection)
+        found = []
         with bind.connect() as connection:
-            rows = connection.execute(_STORED_AMONG, {"names": list(by_name)})
-            for row in rows.mappings():
-                user = by_name[row["name"]]
+            for row in connection.execute(_STORED_AMONG, {"names": names}).mappings():
                 for key, value in row.items():
-                    set_committed_value(user, key, value)
+                    set_committed_value(users[row["name"]], key, value)
+                found.append(row["name"])
+        return found
     except (sa_exc.SQLAlchemyError, DatabaseError):
-        return  # best effort: they reload from the database on next read instead
+        return []
 
 
 _FRESH: Final = {"populate_existing": True}

@@ -80,6 +80,7 @@ def upgrade(target: Target = None, revision: str = "head") -> None:
         MigrationError: ``revision`` is unknown.
         DatabaseError: the database failed a migration step.
     """
+    _check_revision(revision)
     with _connected(target) as connection, _one_at_a_time():
         command.upgrade(_config(connection), revision)
 
@@ -91,6 +92,7 @@ def downgrade(target: Target, revision: str) -> None:
         MigrationError: ``revision`` is unknown.
         DatabaseError: the database failed a migration step.
     """
+    _check_revision(revision)
     with _connected(target) as connection, _one_at_a_time():
         command.downgrade(_config(connection), revision)
 
@@ -139,6 +141,11 @@ def check(target: Target = None) -> None:
             diffs = getattr(exc, "diffs", None)
             found = [repr(diff) for diff in diffs] if diffs else [str(exc)]
             raise SchemaDriftError(found) from exc
+
+
+def _check_revision(revision: object) -> None:
+    if not isinstance(revision, str):
+        raise MigrationError(f"revision must be a str, got {type(revision).__name__}")
 
 
 def _config(connection: Connection) -> Config:
@@ -199,6 +206,13 @@ async def _run_async(target: AsyncTarget, function: Callable[..., _R], *args: ob
             with _translated_errors(engine.dialect.name):
                 async with engine.connect() as connection:
                     return await connection.run_sync(function, *args)
+        except UserStoreError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Cancelled mid-migration (a timeout): the failure that followed is
+                # its consequence; the cancellation is what the caller must see.
+                raise asyncio.CancelledError from exc
+            raise
         finally:
             _HOLDING_ALEMBIC.reset(token)
             _ALEMBIC.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, ParamSpec, TypeVar
 
@@ -24,8 +25,7 @@ from userstore.bulk import (
     upsert_batch,
     validated_batches,
 )
-from userstore.concurrency import in_greenlet
-from userstore.db_errors import backend_of, classify, is_unique_violation
+from userstore.db_errors import classify, is_unique_violation
 from userstore.errors import (
     DatabaseError,
     DuplicateUserError,
@@ -84,6 +84,11 @@ class UserRepository:
     """
 
     def __init__(self, session: Session) -> None:
+        if not isinstance(session, Session):
+            raise InvalidUserError(
+                f"UserRepository takes a Session, got {type(session).__name__} "
+                "(an AsyncSession goes to AsyncUserRepository)"
+            )
         self._session = session
         # Shared by every repository on this session; see userstore.duplicates.
         self._ledger = duplicates.ledger(session)
@@ -315,6 +320,10 @@ class UserRepository:
                 raise
             except _FAILURES as exc:
                 raise self._failure(exc) from exc
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # nothing of an interrupted call is kept
+                    self._discard_after_interruption()
+                raise
 
     def _write_each(self, batches: Iterator[Batch], write: Callable[[Batch], None]) -> None:
         for batch in batches:
@@ -379,15 +388,14 @@ class UserRepository:
     def iter_all(self, *, batch_size: int = 1000) -> Iterator[User]:
         """Yield every user in name order, holding only one batch in memory.
 
-        Rows stream through a server-side cursor on PostgreSQL (psycopg) and
-        SQLite's own stepping. On MariaDB and async PostgreSQL they come in
-        keyset pages of ``batch_size``, one query each: MariaDB's streaming
-        holds the connection busy and its async drivers buffer a slow reader's
-        rows without bound, and asyncpg's cursors outlive their closing until
-        the transaction ends. Every user that exists
-        throughout the loop is yielded exactly once. Users the caller does not
-        keep are freed as it goes. Leaving the loop early (or calling the
-        iterator's ``close()``) releases the cursor.
+        Rows come in keyset pages of ``batch_size`` (``WHERE name > :last
+        ORDER BY name LIMIT :batch_size``, on the primary key's index), one
+        query each, the same on every backend and flavour: no cursor stays
+        open between pages, so the session is free for other calls inside the
+        loop, a commit inside the loop does not end it, and a slow reader
+        holds nothing on the server. Every user that exists throughout the
+        loop is yielded exactly once; users added or deleted meanwhile may or
+        may not be. Users the caller does not keep are freed as it goes.
 
         Raises:
             InvalidUserError: ``batch_size`` is not a positive int (raised by
@@ -395,38 +403,7 @@ class UserRepository:
             DatabaseError: the database failed; the unit of work was rolled back.
         """
         check_batch_size(batch_size)
-        return self._iterate(batch_size)
-
-    def _iterate(self, batch_size: int) -> Iterator[User]:
-        dialect = self._session.get_bind().dialect
-        if backend_of(dialect.name) == "mariadb" or (dialect.is_async and dialect.name != "sqlite"):
-            yield from self._pages(batch_size)
-            return
-        connection = self._send(self._session.connection)
-        options = _FRESH if self._refreshing() else _AS_STAGED
-        result = self._send(
-            self._session.scalars, _PAGE, execution_options={"yield_per": batch_size, **options}
-        )
-        ended = (
-            "the unit of work ended (commit, rollback or close) while iter_all() was "
-            "reading; the users after those already yielded were not read"
-        )
-        try:
-            yield from result
-            if connection.closed:
-                # A driver may just stop when the session is closed under the
-                # loop: never pass that off as the end.
-                raise DatabaseError(ended)
-        except _FAILURES as exc:
-            raise self._failure(exc) from exc
-        except Exception as exc:  # a driver's own error (asyncpg's cursor, once closed under it)
-            raise self._failure(DatabaseError(ended if connection.closed else str(exc))) from exc
-        finally:
-            # (Under an async engine, a stream dropped unfinished is closed here
-            # by the garbage collector, outside any greenlet, where nothing can
-            # be awaited: the unit of work's end releases its cursor instead.)
-            if not connection.closed and (not connection.dialect.is_async or in_greenlet()):
-                result.close()
+        return self._pages(batch_size)
 
     def _pages(self, batch_size: int) -> Iterator[User]:
         """Every user, one keyset page (one ``list`` call, one query) at a time."""
@@ -524,6 +501,20 @@ class UserRepository:
                 self._discard_unit_of_work()
                 raise interruption from None
             raise self._failure(exc) from exc
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                self._discard_after_interruption()
+            raise
+
+    def _discard_after_interruption(self) -> None:
+        """Roll the unit of work back after a KeyboardInterrupt or a cancellation inside it.
+
+        Whatever the interrupted call had sent (part of a bulk write, say)
+        must not reach the next commit. Best effort: the interruption is
+        raised whatever happens here.
+        """
+        with contextlib.suppress(BaseException):  # a second interruption, a dead connection
+            self._discard_unit_of_work()
 
     def _check_pending_names(self) -> None:
         """Before flushing after a bulk write, look the pending names up in this transaction.

@@ -38,6 +38,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlalchemy.util import await_only
 
+from userstore.bulk import forget_sqlite_update_counter, install_sqlite_update_counter
 from userstore.errors import DatabaseError
 
 BUSY_TIMEOUT_SECONDS: Final = 30.0
@@ -101,6 +102,12 @@ def configure(engine: Engine, url: URL) -> None:
         if file_database:
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.close()
+        install_sqlite_update_counter(dbapi_connection)
+
+    @event.listens_for(engine, "close")
+    @event.listens_for(engine, "close_detached")
+    def _on_close(dbapi_connection: DBAPIConnection, *_: object) -> None:
+        forget_sqlite_update_counter(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sqlalchemy.Connection) -> None:

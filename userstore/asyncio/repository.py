@@ -17,19 +17,20 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from types import TracebackType
-from typing import ParamSpec, TypeVar
+from typing import Final, ParamSpec, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
 from userstore.bulk import DEFAULT_BATCH_SIZE, Row, UpsertResult, check_batch_size
 from userstore.concurrency import release_frames
-from userstore.errors import ConfigurationError, InvalidUserError
+from userstore.errors import ConfigurationError, DatabaseError, InvalidUserError
 from userstore.models import User
 from userstore.repository import UserRepository
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_IN_USE: Final = "userstore.in_use"
 
 
 class AsyncUserRepository:
@@ -73,58 +74,72 @@ class AsyncUserRepository:
         """The session this repository works on."""
         return self._session
 
+    async def _call(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run ``function`` in a greenlet, refusing a second task on the same session."""
+        info = self._session.sync_session.info
+        if info.get(_IN_USE):
+            raise DatabaseError(
+                "another task is using this session: an AsyncSession, and every repository "
+                "on it, serves one task at a time; give each task a session of its own"
+            )
+        info[_IN_USE] = True
+        try:
+            return await _run(function, *args, **kwargs)
+        finally:
+            info[_IN_USE] = False
+
     async def add(self, user: User) -> User:
         """Stage a new user; see :meth:`userstore.UserRepository.add`."""
-        return await _run(self._sync.add, user)
+        return await self._call(self._sync.add, user)
 
     async def get(self, name: str) -> User | None:
         """Return the user called ``name`` or ``None``; see :meth:`userstore.UserRepository.get`."""
-        return await _run(self._sync.get, name)
+        return await self._call(self._sync.get, name)
 
     async def get_one(self, name: str) -> User:
         """Return the user called ``name``; see :meth:`userstore.UserRepository.get_one`."""
-        return await _run(self._sync.get_one, name)
+        return await self._call(self._sync.get_one, name)
 
     async def exists(self, name: str) -> bool:
         """Return whether the user ``name`` exists; see :meth:`userstore.UserRepository.exists`."""
-        return await _run(self._sync.exists, name)
+        return await self._call(self._sync.exists, name)
 
     async def count(self) -> int:
         """Return the number of users; see :meth:`userstore.UserRepository.count`."""
-        return await _run(self._sync.count)
+        return await self._call(self._sync.count)
 
     async def delete(self, name: str) -> None:
         """Delete the user called ``name``; see :meth:`userstore.UserRepository.delete`."""
-        await _run(self._sync.delete, name)
+        await self._call(self._sync.delete, name)
 
     async def list(
         self, *, after: str | None = None, limit: int | None = None
     ) -> builtins.list[User]:
         """Return one keyset page of users; see :meth:`userstore.UserRepository.list`."""
-        return await _run(self._sync.list, after=after, limit=limit)
+        return await self._call(self._sync.list, after=after, limit=limit)
 
     async def add_many(self, users: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """Insert many users; see :meth:`userstore.UserRepository.add_many`."""
-        return await _run(self._sync.add_many, users, batch_size=batch_size)
+        return await self._call(self._sync.add_many, users, batch_size=batch_size)
 
     async def upsert(self, name: str, number: int | None) -> User:
         """Insert or update one user; see :meth:`userstore.UserRepository.upsert`."""
-        return await _run(self._sync.upsert, name, number)
+        return await self._call(self._sync.upsert, name, number)
 
     async def upsert_many(
         self, rows: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> UpsertResult:
         """Insert or update many users; see :meth:`userstore.UserRepository.upsert_many`."""
-        return await _run(self._sync.upsert_many, rows, batch_size=batch_size)
+        return await self._call(self._sync.upsert_many, rows, batch_size=batch_size)
 
     def iter_all(self, *, batch_size: int = 1000) -> AsyncUserStream:
         """Stream every user in name order, holding only one batch in memory.
 
-        ``async for user in repo.iter_all(): ...``. To release the cursor as
-        soon as a loop is left early, use it as a context manager
-        (``async with repo.iter_all() as users: async for user in users``) or
-        call ``await stream.aclose()``; otherwise the cursor is released when
-        the unit of work ends (commit, rollback or close).
+        ``async for user in repo.iter_all(): ...``. Users come in keyset
+        pages, one query each (see :meth:`userstore.UserRepository.iter_all`),
+        so no cursor stays open between pages and a loop left early holds
+        nothing on the server. ``async with repo.iter_all() as users:`` or
+        ``await stream.aclose()`` also drops the page in hand at once.
 
         Raises:
             InvalidUserError: ``batch_size`` is not a positive int (raised by
@@ -136,11 +151,11 @@ class AsyncUserRepository:
 
     async def commit(self) -> None:
         """Write the unit of work atomically; see :meth:`userstore.UserRepository.commit`."""
-        await _run(self._sync.commit)
+        await self._call(self._sync.commit)
 
     async def rollback(self) -> None:
         """Discard the unit of work; see :meth:`userstore.UserRepository.rollback`."""
-        await _run(self._sync.rollback)
+        await self._call(self._sync.rollback)
 
 
 async def _run(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -156,8 +171,9 @@ async def _run(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) 
 class AsyncUserStream:
     """The users :meth:`AsyncUserRepository.iter_all` yields: an async iterator.
 
-    Rows are fetched a batch at a time (one greenlet switch per batch, not
-    per row). Also an async context manager that closes the stream on exit.
+    Users are fetched a page at a time (one query and one greenlet switch per
+    page, not per row). Also an async context manager that closes the stream
+    on exit.
     """
 
     def __init__(self, users: Iterator[User], batch_size: int) -> None:
