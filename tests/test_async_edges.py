@@ -10,7 +10,7 @@ from sqlalchemy import URL
 
 import userstore
 from tests.async_support import async_engine_and_sessions, cancelling_at
-from tests.databases import BACKENDS, migrated_database, stored_users
+from tests.databases import BACKENDS, migrated_database, stored_users, throwaway_database
 from userstore import AsyncUserRepository, DatabaseError, User, migrations
 
 _ROWS = [(f"bulk{i:04d}", i) for i in range(300)]
@@ -104,3 +104,21 @@ def test_postgresql_failures_to_connect_are_the_same_error_in_both_flavours(data
 
     assert type(sync_raised.value) is type(async_raised.value)
     assert type(async_raised.value) is userstore.DatabaseUnavailableError
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_async_migration_cancelled_midway_ends_with_cancelled_error_and_can_run_again(
+    backend: str, tmp_path: Path
+):
+    async def scenario(url: URL) -> None:
+        async with async_engine_and_sessions(url) as (engine, _factory):
+            with cancelling_at(engine, ("CREATE TABLE",)) as seen:
+                upgrade = asyncio.create_task(migrations.upgrade_async(engine))
+                with pytest.raises(asyncio.CancelledError):
+                    await upgrade
+            assert seen  # it was cancelled midway, at its first CREATE TABLE
+            await migrations.upgrade_async(engine)
+            await migrations.assert_current_async(engine)
+
+    with throwaway_database(backend, tmp_path) as url:
+        asyncio.run(scenario(url))
