@@ -54,6 +54,13 @@ def test_one_session_used_by_two_tasks_at_once_is_refused_with_a_userstore_error
         async with async_engine_and_sessions(url) as (_engine, factory), factory() as session:
             repo = AsyncUserRepository(session)
             outcomes = await asyncio.gather(repo.get("a"), repo.count(), return_exceptions=True)
+
+            async def read_all() -> None:
+                async for _user in repo.iter_all():
+                    pass
+
+            streamed = await asyncio.gather(repo.count(), read_all(), return_exceptions=True)
+            assert isinstance(streamed[1], DatabaseError)  # iter_all is guarded too
             assert await repo.count() == 0  # and the session works afterwards
             return outcomes
 
@@ -122,3 +129,11 @@ def test_an_async_migration_cancelled_midway_ends_with_cancelled_error_and_can_r
 
     with throwaway_database(backend, tmp_path) as url:
         asyncio.run(scenario(url))
+
+
+def test_a_session_factory_refuses_an_engine_of_the_other_flavour(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(userstore.ConfigurationError, match="create_session_factory"):
+        userstore.create_async_session_factory(userstore.create_engine(url))  # type: ignore[arg-type]
+    with pytest.raises(userstore.ConfigurationError, match="create_async_session_factory"):
+        userstore.create_session_factory(userstore.create_async_engine(url))  # type: ignore[arg-type]

@@ -482,6 +482,39 @@ def test_a_user_changed_in_a_failed_unit_of_work_is_readable_after_it(
 
     assert (jenny.name, jenny.number) == ("jenny", expected)  # async: no MissingGreenlet
     assert jenny.created_at is not None
+    _ = jenny.updated_at  # readable (None if its row went before it was ever read here)
+
+
+def test_a_user_deleted_in_a_rolled_back_unit_of_work_is_readable_after_it(
+    repo: UserRepository,
+):
+    _store(repo, "a")
+    user = repo.get_one("a")
+    repo.delete("a")
+    repo.rollback()
+    repo.session.close()
+
+    assert (user.name, user.number) == ("a", 0)
+    assert user.updated_at is not None
+
+
+def test_a_savepoint_rolled_back_after_a_bulk_write_shows_the_values_from_before_it(
+    repo: UserRepository,
+):
+    _store(repo, "c")
+    held = repo.get_one("c")
+
+    def upsert_then_fail() -> None:
+        with repo.session.begin_nested():
+            repo.upsert_many([("c", 555)])
+            assert held.number == 555  # the bulk write refreshed it
+            raise _AppError
+
+    with pytest.raises(_AppError):
+        upsert_then_fail()
+    repo.session.close()
+
+    assert held.number == 0
 
 
 def test_a_savepoint_rolled_back_before_any_flush_gives_users_their_values_back(

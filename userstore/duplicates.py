@@ -79,6 +79,7 @@ class Ledger:
     ended: tuple[SessionTransaction, _Marks] | None = None
     # What a rollback in progress will expire (see loaded_users), taken before it does.
     rolling_back: tuple[list[_Loaded], list[_Loaded]] | None = None
+    removed: list[User] = field(default_factory=list)  # deleted by this transaction's flushes
 
     def note_bulk_write(self) -> None:
         """Record that a bulk statement wrote rows the ORM did not see."""
@@ -93,6 +94,7 @@ class Ledger:
         if not (self.written or self.deleted or self.bulk or self.touched or self.savepoints):
             self.flushing = []
             return
+        self.removed = []
         self.written.clear()
         self.deleted.clear()
         self.bulk = False
@@ -156,6 +158,8 @@ def _before_flush(session: Session, *_: object) -> None:
     if not dirty and not deleted:  # the common flush: inserts only
         return
     book.touching = [obj.name for obj in (*dirty, *deleted) if isinstance(obj, User)]
+    # Flushed deletions leave the identity map; a rollback brings them back, expired.
+    book.removed.extend(obj for obj in deleted if isinstance(obj, User))
     book.renamed_from = [
         key for obj in dirty if (key := inspect(obj).key) is not None and key[1][0] != obj.name
     ]
@@ -252,7 +256,7 @@ def _after_soft_rollback(session: Session, previous_transaction: SessionTransact
         book.rolling_back = None
         for user, _ in written:
             if id(user) in before:
-                _give(user, before[id(user)][1])
+                _give(user, before[id(user)][1], replace=True)
         keep_readable(session, kept, [entry for entry in written if id(entry[0]) not in before])
 
 
@@ -325,14 +329,15 @@ def loaded_users(session: Session) -> tuple[list[_Loaded], list[_Loaded]]:
     """
     book = _ledger_of(session)
     kept, written = [], []
-    for obj in session.identity_map.values():
+    held = list(session.identity_map.values())
+    seen = {id(obj) for obj in held}
+    held += [user for user in book.removed if id(user) not in seen]
+    for obj in held:
         if not isinstance(obj, User):
             continue
         state = inspect(obj)
-        if state.deleted:
-            continue
         values = {key: obj.__dict__[key] for key in _COLUMNS if key in obj.__dict__}
-        if state.modified or obj.__dict__.get("name") in book.touched:
+        if state.deleted or state.modified or obj.__dict__.get("name") in book.touched:
             written.append((obj, values))
         else:
             kept.append((obj, values))
@@ -361,12 +366,13 @@ def keep_readable(session: Session, kept: list[_Loaded], written: list[_Loaded])
         for name in _read_again(session, users):
             last_values.pop(name)
     for user, values in last_values.values():  # gone, or unreadable now
-        _give(user, values)
+        _give(user, {**dict.fromkeys(_COLUMNS), **values})  # (a value never held here: None)
 
 
-def _give(user: User, values: dict[str, object]) -> None:
+def _give(user: User, values: dict[str, object], *, replace: bool = False) -> None:
+    """Set committed values: on expired attributes only, or on all with ``replace``."""
     for key, value in values.items():
-        if key not in user.__dict__:  # (an expired attribute)
+        if replace or key not in user.__dict__:
             set_committed_value(user, key, value)
 
 

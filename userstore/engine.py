@@ -191,6 +191,11 @@ def create_session_factory(engine: Engine) -> sessionmaker[Session]:
     Returns:
         A ``sessionmaker`` bound to ``engine``.
     """
+    if not isinstance(engine, Engine):
+        raise ConfigurationError(
+            f"create_session_factory takes an Engine, got {type(engine).__name__} "
+            "(an AsyncEngine goes to create_async_session_factory)"
+        )
     return sessionmaker(bind=engine, autoflush=True, expire_on_commit=False)
 
 

@@ -59,4 +59,9 @@ def create_async_session_factory(engine: AsyncEngine) -> async_sessionmaker[Asyn
     Args:
         engine: An engine from :func:`create_async_engine`.
     """
+    if not isinstance(engine, AsyncEngine):
+        raise ConfigurationError(
+            f"create_async_session_factory takes an AsyncEngine, got {type(engine).__name__} "
+            "(an Engine goes to create_session_factory)"
+        )
     return async_sessionmaker(bind=engine, autoflush=True, expire_on_commit=False)

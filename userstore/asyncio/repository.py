@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import builtins
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from itertools import islice
 from types import TracebackType
-from typing import Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import greenlet_spawn
@@ -31,6 +31,7 @@ from userstore.repository import UserRepository
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _IN_USE: Final = "userstore.in_use"
+_Caller: TypeAlias = Callable[..., Awaitable[Any]]
 
 
 class AsyncUserRepository:
@@ -147,7 +148,7 @@ class AsyncUserRepository:
             DatabaseError: the database failed; the unit of work was rolled back.
         """
         check_batch_size(batch_size)
-        return AsyncUserStream(self._sync.iter_all(batch_size=batch_size), batch_size)
+        return AsyncUserStream(self._sync.iter_all(batch_size=batch_size), batch_size, self._call)
 
     async def commit(self) -> None:
         """Write the unit of work atomically; see :meth:`userstore.UserRepository.commit`."""
@@ -176,8 +177,9 @@ class AsyncUserStream:
     on exit.
     """
 
-    def __init__(self, users: Iterator[User], batch_size: int) -> None:
+    def __init__(self, users: Iterator[User], batch_size: int, call: _Caller = _run) -> None:
         self._users: Iterator[User] | None = users
+        self._call = call  # the repository's: one task at a time on its session
         self._batch_size = batch_size
         self._buffer: deque[User] = deque()
         self._started = False
@@ -190,7 +192,7 @@ class AsyncUserStream:
             if self._users is None:
                 raise StopAsyncIteration
             self._started = True
-            batch = await _run(self._next_batch)
+            batch = await self._call(self._next_batch)
             if not batch:
                 self._users = None
                 raise StopAsyncIteration
