@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchmarks import environment, report
 from benchmarks.databases import BACKENDS, BackendUnavailableError, throwaway_database
+from benchmarks.framework import FLAVOURS
 from benchmarks.runner import WorkloadResult, run_workload
 from benchmarks.scales import SCALES, Scale
 from benchmarks.stack import Stack
@@ -21,19 +23,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_arguments(argv)
     scale = SCALES[args.scale]
     rounds = args.rounds or scale.rounds
+    start = environment.started()
+    started_at = time.monotonic()
     results: list[WorkloadResult] = []
     skipped: dict[str, str] = {}
     servers: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="userstore_bench_") as directory:
         for backend in args.backends:
             try:
-                results += _run_backend(
-                    backend, Path(directory), scale, rounds, args.workloads, servers
-                )
+                results += _run_backend(backend, Path(directory), scale, rounds, args, servers)
             except BackendUnavailableError as exc:
                 skipped[backend] = str(exc)
                 _progress(f"{backend}: skipped: {exc}")
-    header = environment.describe(scale, rounds, servers)
+    minutes = (time.monotonic() - started_at) / 60
+    header = environment.describe(scale, rounds, servers, start, minutes)
     text = report.render(header, results, skipped)
     print(text, end="")
     if args.output is not None:
@@ -51,19 +54,22 @@ def _run_backend(
     directory: Path,
     scale: Scale,
     rounds: int,
-    workloads: list[str],
+    args: argparse.Namespace,
     servers: dict[str, str],
 ) -> list[WorkloadResult]:
     results = []
     with throwaway_database(backend, directory) as url:
         _progress(f"{backend}: migrating {url.render_as_string()}")
         migrations.upgrade(url)
-        stack = Stack.open(backend, url)
+        stack = Stack.open(backend, url, with_async="async" in args.flavours)
+        if stack.async_unavailable and "async" in args.flavours:
+            _progress(f"{backend}: async variants n/a: {stack.async_unavailable}")
         try:
             servers[backend] = stack.raw.server_version()
             stack.warm_up()
-            for key in (key for key in WORKLOADS if key in workloads):
+            for key in (key for key in WORKLOADS if key in args.workloads):
                 workload = WORKLOADS[key](stack, scale)
+                workload.variants = [v for v in workload.variants if v.flavour in args.flavours]
                 results.append(run_workload(workload, backend, rounds, _progress))
         finally:
             stack.close()
@@ -92,6 +98,12 @@ def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         type=_choices(tuple(WORKLOADS)),
         default=list(WORKLOADS),
         help="comma-separated, from: " + ",".join(WORKLOADS),
+    )
+    parser.add_argument(
+        "--flavours",
+        type=_choices(FLAVOURS),
+        default=list(FLAVOURS),
+        help="comma-separated, from: sync,async (async: userstore's async twin and its peers)",
     )
     parser.add_argument("--output", type=Path, help="also write the report to this Markdown file")
     return parser.parse_args(argv)

@@ -1,19 +1,24 @@
-"""advanced-alchemy's repository for userstore's ``User`` model, when the package is installed."""
+"""advanced-alchemy's repositories for userstore's ``User`` model, when the package is installed."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from benchmarks.framework import ADVANCED_ALCHEMY, Run, Variant
+from benchmarks.framework import ADVANCED_ALCHEMY, ADVANCED_ALCHEMY_ASYNC, ASYNC, Run, Variant
 from userstore import User
 
 try:
-    from advanced_alchemy.repository import SQLAlchemySyncRepository
+    from advanced_alchemy.repository import (
+        SQLAlchemyAsyncRepository,
+        SQLAlchemySyncRepository,
+    )
 except ImportError:
     UNAVAILABLE: str | None = "advanced-alchemy not installed"
     _repository_class: Any = None
+    _async_repository_class: Any = None
 else:
     UNAVAILABLE = None
 
@@ -23,7 +28,14 @@ else:
         model_type = User
         id_attribute = "name"
 
+    class AsyncUserRepository(SQLAlchemyAsyncRepository[User]):
+        """The same, as advanced-alchemy's async repository."""
+
+        model_type = User
+        id_attribute = "name"
+
     _repository_class = UserRepository
+    _async_repository_class = AsyncUserRepository
 
 
 def repository(session: Session) -> Any:
@@ -36,8 +48,21 @@ def repository(session: Session) -> Any:
     return _repository_class(session=session, auto_refresh=False)
 
 
+def async_repository(session: AsyncSession) -> Any:
+    """Return advanced-alchemy's async repository on ``session``, set up as :func:`repository`."""
+    return _async_repository_class(session=session, auto_refresh=False)
+
+
 def variant(run: Run) -> Variant:
     """The advanced-alchemy variant running ``run``, or n/a when it is not installed."""
     if UNAVAILABLE is not None:
         return Variant.not_available(ADVANCED_ALCHEMY, UNAVAILABLE)
     return Variant(ADVANCED_ALCHEMY, run, optional=True)
+
+
+def async_variant(run: Run | None, unavailable: str | None) -> Variant:
+    """The advanced-alchemy async variant, or n/a (not installed, or no async stack here)."""
+    reason = UNAVAILABLE or unavailable
+    if reason is not None or run is None:
+        return Variant.not_available(ADVANCED_ALCHEMY_ASYNC, reason or "no async stack", ASYNC)
+    return Variant(ADVANCED_ALCHEMY_ASYNC, run, optional=True, flavour=ASYNC)

@@ -12,23 +12,54 @@ from typing import Final
 
 from benchmarks.scales import Scale
 
-_PACKAGES: Final = ("SQLAlchemy", "psycopg", "PyMySQL", "advanced-alchemy", "alembic", "userstore")
+_PACKAGES: Final = (
+    "SQLAlchemy",
+    "psycopg",
+    "PyMySQL",
+    "aiosqlite",
+    "asyncpg",
+    "asyncmy",
+    "greenlet",
+    "advanced-alchemy",
+    "alembic",
+    "userstore",
+)
 _REPOSITORY_ROOT: Final = Path(__file__).resolve().parents[1]
 
 
-def describe(scale: Scale, rounds: int, servers: dict[str, str]) -> list[tuple[str, str]]:
-    """Return ``(label, value)`` lines describing this run."""
+def started() -> tuple[str, str]:
+    """The date and the userstore commit, taken when the run starts (the code it imports)."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), _git_commit()
+
+
+def describe(
+    scale: Scale, rounds: int, servers: dict[str, str], start: tuple[str, str], minutes: float
+) -> list[tuple[str, str]]:
+    """Return ``(label, value)`` lines describing this run.
+
+    Args:
+        scale: The run's sizes.
+        rounds: Rounds per workload.
+        servers: Each backend's server version.
+        start: :func:`started`'s date and commit.
+        minutes: How long the whole run took.
+    """
     versions = [f"Python {platform.python_version()}"]
     versions += [f"{name} {_version(name)}" for name in _PACKAGES]
+    date, commit = start
     return [
-        ("Date", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        ("Date", f"{date} (the whole run took {_duration(minutes)})"),
         ("Machine", f"{platform.platform()}; {_cpus()}; {_memory()}"),
         ("Versions", ", ".join(versions)),
-        ("userstore commit", _git_commit()),
+        ("userstore commit", f"{commit} (at the start of the run)"),
         ("Servers", "; ".join(servers.values()) or "none"),
         ("Scale", _scale(scale)),
         ("Rounds", f"{rounds} (variants alternated within each round; median reported)"),
     ]
+
+
+def _duration(minutes: float) -> str:
+    return f"{minutes * 60:.0f} seconds" if minutes < 2 else f"{minutes:.0f} minutes"
 
 
 def _version(package: str) -> str:

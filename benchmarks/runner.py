@@ -19,6 +19,7 @@ class VariantResult:
 
     name: str
     optional: bool
+    flavour: str
     seconds: list[float] = field(default_factory=list)
     rss_growth: list[int] = field(default_factory=list)
     unavailable: str | None = None
@@ -63,20 +64,29 @@ class WorkloadResult:
 def run_workload(
     workload: Workload, backend: str, rounds: int, progress: Callable[[str], None]
 ) -> WorkloadResult:
-    """Prepare the table, then time every variant once per round, in the same order each round.
+    """Prepare the table, then time every variant once per round, each round in turn.
 
-    ``reset`` runs before and ``check`` after every timed run, untimed. A
-    variant that raises is reported as failed and left out of later rounds.
+    Round 1 runs the variants in their order (A, B, C, ...), round 2 starts
+    one later (B, C, ..., A), and so on: drift on the machine falls on every
+    variant alike, and no variant always runs right after the same one (the
+    garbage a variant leaves, or the cache it warms, is not always the next
+    one's gain or cost). ``reset`` runs before and ``check`` after every timed
+    run, untimed. A variant that raises is reported as failed and left out of
+    later rounds.
     """
     results = [
-        VariantResult(variant.name, variant.optional, unavailable=variant.unavailable)
+        VariantResult(
+            variant.name, variant.optional, variant.flavour, unavailable=variant.unavailable
+        )
         for variant in workload.variants
     ]
     progress(f"{workload.key} {backend}: preparing")
     workload.prepare()
+    pairs = list(zip(workload.variants, results, strict=True))
     for round_number in range(1, rounds + 1):
         progress(f"{workload.key} {backend}: round {round_number}/{rounds}")
-        for variant, result in zip(workload.variants, results, strict=True):
+        shift = (round_number - 1) % len(pairs) if pairs else 0
+        for variant, result in pairs[shift:] + pairs[:shift]:
             if variant.run is not None and result.failure is None:
                 _time_once(workload, variant, result)
     return WorkloadResult(workload, backend, results)

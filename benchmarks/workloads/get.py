@@ -15,10 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from benchmarks import advanced
 from benchmarks.data import iter_user_rows, user_name
 from benchmarks.framework import (
+    ASYNC,
+    ASYNC_SESSION,
     CORE,
     ORM,
     RAW,
+    RAW_ASYNC,
     USERSTORE,
+    USERSTORE_ASYNC,
     BenchmarkError,
     Run,
     Variant,
@@ -27,9 +31,15 @@ from benchmarks.framework import (
     at_most,
 )
 from benchmarks.scales import Scale
-from benchmarks.stack import Stack
-from benchmarks.workloads.common import USERS, default_engine_notes, orm_variants
-from userstore import User, UserRepository
+from benchmarks.stack import AsyncStack, Stack
+from benchmarks.workloads.common import (
+    USERS,
+    async_variant,
+    default_engine_notes,
+    on_loop,
+    orm_variants,
+)
+from userstore import AsyncUserRepository, User, UserRepository
 
 _SEED = 20_240_601
 
@@ -93,6 +103,39 @@ def build(stack: Stack, scale: Scale) -> Workload:
                 total += _number(repo.get(name))
         expect(total)
 
+    async def userstore_async(a: AsyncStack) -> None:
+        total = 0
+        async with a.userstore_sessions() as session:
+            repo = AsyncUserRepository(session)
+            for name in names:
+                total += _number(await repo.get(name))
+        expect(total)
+
+    raw_async_sql = raw_sql.replace(p, "%s")
+
+    async def raw_async(a: AsyncStack) -> None:
+        total = 0
+        sql = a.raw.with_placeholders(raw_async_sql)
+        async with a.raw.transaction():
+            for name in names:
+                total += (await a.raw.fetch_one(sql, (name,)))[1]
+        expect(total)
+
+    async def async_session(a: AsyncStack) -> None:
+        total = 0
+        async with a.sessions() as session:
+            for name in names:
+                total += _number(await session.get(User, name))
+        expect(total)
+
+    async def advanced_alchemy_async(a: AsyncStack) -> None:
+        total = 0
+        async with a.sessions() as session:
+            repo = advanced.async_repository(session)
+            for name in names:
+                total += _number(await repo.get(name))
+        expect(total)
+
     return Workload(
         key="W2",
         title=(
@@ -107,12 +150,20 @@ def build(stack: Stack, scale: Scale) -> Workload:
             Variant(CORE, run_core),
             *orm_variants(stack, orm),
             advanced.variant(run_advanced_alchemy),
+            async_variant(stack, USERSTORE_ASYNC, userstore_async),
+            async_variant(stack, RAW_ASYNC, raw_async),
+            async_variant(stack, ASYNC_SESSION, async_session),
+            advanced.async_variant(on_loop(stack, advanced_alchemy_async), stack.async_unavailable),
         ],
         prepare=prepare,
         notes=default_engine_notes(stack),
         targets=(
             at_most("<=1.10x ORM on the same engine", USERSTORE, ORM, 1.10),
             as_fast_as_advanced_alchemy(),
+            at_most(
+                "<=1.10x AsyncSession on the same engine", USERSTORE_ASYNC, ASYNC_SESSION, 1.10
+            ),
+            as_fast_as_advanced_alchemy(ASYNC),
         ),
     )
 

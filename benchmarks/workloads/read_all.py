@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import select
 
@@ -21,11 +21,16 @@ from benchmarks import advanced
 from benchmarks.data import iter_user_rows
 from benchmarks.framework import (
     ADVANCED_ALCHEMY,
+    ADVANCED_ALCHEMY_ASYNC,
+    ASYNC,
+    ASYNC_SESSION,
     CORE,
     ORM,
     ORM_DEFAULT_ENGINE,
     RAW,
+    RAW_ASYNC,
     USERSTORE,
+    USERSTORE_ASYNC,
     BenchmarkError,
     Measured,
     Variant,
@@ -35,9 +40,9 @@ from benchmarks.framework import (
     rss_below,
 )
 from benchmarks.scales import Scale
-from benchmarks.stack import Stack
+from benchmarks.stack import AsyncStack, Stack
 from benchmarks.workloads.common import USERS
-from userstore import User, UserRepository
+from userstore import AsyncUserRepository, User, UserRepository
 
 BATCH_ROWS: Final = 1000
 _RAW_SQL: Final = "SELECT name, number, created_at, updated_at FROM users ORDER BY name"
@@ -100,6 +105,41 @@ def read_advanced_alchemy(stack: Stack) -> Tally:
         return _tally(user.number for user in users)
 
 
+async def read_userstore_async(a: AsyncStack) -> Tally:
+    count = total = 0
+    async with a.userstore_sessions() as session:
+        async for user in AsyncUserRepository(session).iter_all(batch_size=BATCH_ROWS):
+            count += 1
+            total += user.number or 0
+    return count, total
+
+
+async def read_raw_async(a: AsyncStack) -> Tally:
+    count = total = 0
+    async with a.raw.transaction():
+        async for rows in a.raw.stream(_RAW_SQL, BATCH_ROWS):
+            batch_count, batch_total = _tally(row[1] for row in rows)
+            count += batch_count
+            total += batch_total
+    return count, total
+
+
+async def read_async_session(a: AsyncStack) -> Tally:
+    count = total = 0
+    statement = select(User).order_by(User.name).execution_options(yield_per=BATCH_ROWS)
+    async with a.sessions() as session:
+        async for user in await session.stream_scalars(statement):
+            count += 1
+            total += user.number or 0
+    return count, total
+
+
+async def read_advanced_alchemy_async(a: AsyncStack) -> Tally:
+    async with a.sessions() as session:
+        users = await advanced.async_repository(session).get_many(order_by=(User.name, False))
+        return _tally(user.number for user in users)
+
+
 READERS: Final[dict[str, Callable[[Stack], Tally]]] = {
     USERSTORE: read_userstore,
     RAW: read_raw,
@@ -107,6 +147,12 @@ READERS: Final[dict[str, Callable[[Stack], Tally]]] = {
     ORM: read_orm,
     ORM_DEFAULT_ENGINE: read_orm_default_engine,
     ADVANCED_ALCHEMY: read_advanced_alchemy,
+}
+ASYNC_READERS: Final[dict[str, Callable[[AsyncStack], Coroutine[Any, Any, Tally]]]] = {
+    USERSTORE_ASYNC: read_userstore_async,
+    RAW_ASYNC: read_raw_async,
+    ASYNC_SESSION: read_async_session,
+    ADVANCED_ALCHEMY_ASYNC: read_advanced_alchemy_async,
 }
 
 
@@ -127,6 +173,15 @@ def build(stack: Stack, scale: Scale) -> Workload:
 
     variants = [Variant(name, in_subprocess(name)) for name in READERS if name != ADVANCED_ALCHEMY]
     variants.append(advanced.variant(in_subprocess(ADVANCED_ALCHEMY)))
+    for name in ASYNC_READERS:
+        if name == ADVANCED_ALCHEMY_ASYNC:
+            run = in_subprocess(name) if stack.asynchronous is not None else None
+            variants.append(advanced.async_variant(run, stack.async_unavailable))
+        elif stack.asynchronous is None:
+            reason = stack.async_unavailable or "no async stack"
+            variants.append(Variant.not_available(name, reason, ASYNC))
+        else:
+            variants.append(Variant(name, in_subprocess(name), flavour=ASYNC))
     return Workload(
         key="W4",
         title=f"read all {rows:,} users in name order without keeping them",
@@ -138,11 +193,15 @@ def build(stack: Stack, scale: Scale) -> Workload:
             rss_below("peak RSS growth < 50 MB", USERSTORE, 50),
             at_most("<=1.2x ORM yield_per", USERSTORE, ORM, 1.2),
             as_fast_as_advanced_alchemy(),
+            rss_below("peak RSS growth < 50 MB", USERSTORE_ASYNC, 50),
+            at_most("<=1.2x AsyncSession stream (yield_per)", USERSTORE_ASYNC, ASYNC_SESSION, 1.2),
+            as_fast_as_advanced_alchemy(ASYNC),
         ),
         measures_rss=True,
         notes=[
             "advanced-alchemy has no streaming read: get_many() (which the deprecated list() "
-            "calls) returns a list of every row, so its RSS grows with the table."
+            "calls) returns a list of every row, so its RSS grows with the table; the same "
+            "for its async repository."
         ],
     )
 

@@ -20,9 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from benchmarks import advanced
 from benchmarks.data import user_rows
 from benchmarks.framework import (
+    ASYNC,
+    ASYNC_SESSION,
     CORE,
     RAW,
+    RAW_ASYNC,
     USERSTORE,
+    USERSTORE_ASYNC,
     BenchmarkError,
     Run,
     Variant,
@@ -31,9 +35,9 @@ from benchmarks.framework import (
     at_most,
 )
 from benchmarks.scales import Scale
-from benchmarks.stack import Stack
-from benchmarks.workloads.common import USERS, orm_variants
-from userstore import User, UserRepository
+from benchmarks.stack import AsyncStack, Stack
+from benchmarks.workloads.common import USERS, async_variant, on_loop, orm_variants
+from userstore import AsyncUserRepository, User, UserRepository
 from userstore.timestamps import utc_now
 
 RAW_UPSERT: Final = {
@@ -119,6 +123,31 @@ def build(stack: Stack, scale: Scale) -> Workload:
             repo.upsert_many([User(name=n, number=x) for n, x in rows])
             session.commit()
 
+    async def userstore_async(a: AsyncStack) -> None:
+        async with a.userstore_sessions() as session:
+            repo = AsyncUserRepository(session)
+            result = await repo.upsert_many(rows)
+            await repo.commit()
+        if (result.inserted, result.updated) != (expected_inserted, len(stored)):
+            raise BenchmarkError(f"upsert_many reported {result}")
+
+    async def raw_async(a: AsyncStack) -> None:
+        sql = a.raw.with_placeholders(RAW_UPSERT[stack.backend].replace("?", "%s"))
+        async with a.raw.transaction():
+            await a.raw.executemany(sql, rows)
+
+    async def async_session(a: AsyncStack) -> None:
+        statement = upsert_statement(stack.backend, User)
+        async with a.sessions() as session:
+            await session.execute(statement, [{"name": n, "number": x} for n, x in rows])
+            await session.commit()
+
+    async def advanced_alchemy_async(a: AsyncStack) -> None:
+        async with a.sessions() as session:
+            repo = advanced.async_repository(session)
+            await repo.upsert_many([User(name=n, number=x) for n, x in rows])
+            await session.commit()
+
     return Workload(
         key="W5",
         title=(
@@ -133,6 +162,10 @@ def build(stack: Stack, scale: Scale) -> Workload:
             Variant(CORE, run_core),
             *orm_variants(stack, orm),
             advanced.variant(run_advanced_alchemy),
+            async_variant(stack, USERSTORE_ASYNC, userstore_async),
+            async_variant(stack, RAW_ASYNC, raw_async),
+            async_variant(stack, ASYNC_SESSION, async_session),
+            advanced.async_variant(on_loop(stack, advanced_alchemy_async), stack.async_unavailable),
         ],
         reset=reset,
         check=lambda: stack.raw.expect_users(len(rows), number_sum),
@@ -145,5 +178,7 @@ def build(stack: Stack, scale: Scale) -> Workload:
         targets=(
             at_most("<=1.5x raw upsert executemany", USERSTORE, RAW, 1.5),
             as_fast_as_advanced_alchemy(),
+            at_most("<=1.5x raw async upsert executemany", USERSTORE_ASYNC, RAW_ASYNC, 1.5),
+            as_fast_as_advanced_alchemy(ASYNC),
         ),
     )
