@@ -110,17 +110,17 @@ def suspended_in(task: asyncio.Task[Any]) -> list[str]:
     return names
 
 
-async def until_suspended_in(task: asyncio.Task[Any], coroutine_name: str) -> None:
-    """Let the event loop run until ``task`` is suspended inside ``coroutine_name``.
+async def until_suspended_in(task: asyncio.Task[Any], *coroutine_names: str) -> None:
+    """Let the event loop run until ``task`` is suspended inside one of ``coroutine_names``.
 
     A state, not a delay: the wait ends as soon as the task gets there (its database calls
     before that take real time, not just turns of the loop).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STATE_TIMEOUT_SECONDS
-    while coroutine_name not in suspended_in(task):
+    while not set(coroutine_names) & set(suspended_in(task)):
         assert not task.done(), task_outcome(task)
-        assert loop.time() < deadline, f"never in {coroutine_name}: {suspended_in(task)}"
+        assert loop.time() < deadline, f"never in {coroutine_names}: {suspended_in(task)}"
         await asyncio.sleep(0.001)
 
 

@@ -298,7 +298,8 @@ def test_a_task_cancelled_while_waiting_for_a_pooled_connection_takes_nothing_fr
             await holder.add(User(name="held", number=2))
             await holder.count()  # holds the one connection, in a transaction
             waiter = start_unit(database.factory, _add_and_commit)
-            await until_suspended_in(waiter, "Queue.get")  # waiting in the pool's queue
+            # Waiting in the pool's queue (SQLAlchemy 2.0 waits on it through wait_for).
+            await until_suspended_in(waiter, "Queue.get", "wait_for")
 
             waiter.cancel()
             await asyncio.wait({waiter})
