@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import URL, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 
 import userstore
 from userstore import AsyncUserRepository
@@ -43,6 +44,19 @@ async def async_engine_and_sessions(
         yield AsyncEngineAndSessions(engine, userstore.create_async_session_factory(engine))
     finally:
         await engine.dispose()
+
+
+def checked_out(engine: AsyncEngine) -> int:
+    """Connections checked out of the engine's pool (none can stay out of SQLAlchemy 2.0's
+    NullPool, its default for async SQLite files: each is closed on its return)."""
+    pool = engine.sync_engine.pool
+    return pool.checkedout() if isinstance(pool, QueuePool) else 0
+
+
+def queue_pool_options(**options: Any) -> dict[str, Any]:
+    """Pool options for a test about pool waits: on every backend and SQLAlchemy version,
+    a queue pool (2.0's NullPool, for async SQLite files, has no size to wait on)."""
+    return {"poolclass": AsyncAdaptedQueuePool, **options}
 
 
 def start_unit(factory: Factory, unit: Unit) -> asyncio.Task[None]:

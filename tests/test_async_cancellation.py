@@ -31,7 +31,9 @@ from tests.async_support import (
     async_engine_and_sessions,
     cancel_the_current_task,
     cancelling_at,
+    checked_out,
     no_cycle_collection,
+    queue_pool_options,
     run_unit,
     start_unit,
     task_outcome,
@@ -145,7 +147,7 @@ def _run_scenario(
 async def _assert_clean_and_usable(database: Database, stored: Stored) -> None:
     """Nothing held open, the pool whole, ``stored`` stored, and the next unit of work works."""
     assert await database.settled() == []
-    assert database.engine.sync_engine.pool.checkedout() == 0
+    assert checked_out(database.engine) == 0
     assert database.stored() == stored
     async with database.factory() as session:
         repo = AsyncUserRepository(session)
@@ -153,7 +155,7 @@ async def _assert_clean_and_usable(database: Database, stored: Stored) -> None:
         await repo.commit()
         assert await repo.count() == len(stored) + 1
     assert database.stored() == {**stored, "next": 7}
-    assert database.engine.sync_engine.pool.checkedout() == 0
+    assert checked_out(database.engine) == 0
 
 
 # The units of work that get cancelled. Each writes several statements' worth, so a unit
@@ -310,4 +312,5 @@ def test_a_task_cancelled_while_waiting_for_a_pooled_connection_takes_nothing_fr
 
     # One connection, so the second unit of work must wait for it; a lost slot would
     # make the last unit of work wait pool_timeout and fail.
-    _run_scenario(backend, tmp_path, scenario, pool_size=1, max_overflow=0, pool_timeout=5)
+    options = queue_pool_options(pool_size=1, max_overflow=0, pool_timeout=5)
+    _run_scenario(backend, tmp_path, scenario, **options)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import URL
 
-from tests.async_support import Factory, async_engine_and_sessions
+from tests.async_support import Factory, async_engine_and_sessions, checked_out
 from tests.databases import BACKENDS, migrated_database, stored_users
 from userstore import AsyncUserRepository, DuplicateUserError, User
 
@@ -68,7 +68,7 @@ def test_each_contested_name_is_won_exactly_once_by_tasks_racing_on_one_loop(
             start.set()
             results = await asyncio.gather(*racers)
             elapsed = time.perf_counter() - began
-            assert engine.sync_engine.pool.checkedout() == 0
+            assert checked_out(engine) == 0
             return dict(enumerate(results)), elapsed
 
     with migrated_database(backend, tmp_path) as url:
@@ -121,7 +121,7 @@ def test_tasks_adding_distinct_users_on_one_loop_lose_none(backend: str, tmp_pat
             start.set()
             errors = await asyncio.gather(*writers)
             elapsed = time.perf_counter() - began
-            assert engine.sync_engine.pool.checkedout() == 0
+            assert checked_out(engine) == 0
             return errors, elapsed
 
     with migrated_database(backend, tmp_path) as url:

@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.async_support import AsyncEngineAndSessions, async_engine_and_sessions
+from tests.async_support import AsyncEngineAndSessions, async_engine_and_sessions, checked_out
 from tests.databases import BACKENDS, migrated_database
 from userstore import AsyncUserRepository, User
 
@@ -148,7 +148,7 @@ def test_leaving_iter_all_early_releases_its_cursor_for_the_next_statement_at_on
                 await leave(AsyncUserRepository(session), seen)
                 assert seen == [f"user{i:03d}" for i in range(READ_BEFORE_LEAVING)]
                 await _assert_session_ready(session, backend)
-            assert engine.sync_engine.pool.checkedout() == 0
+            assert checked_out(engine) == 0
 
     with migrated_database(backend, tmp_path) as url, _nothing_reported(caplog):
         asyncio.run(scenario(url))
@@ -169,7 +169,7 @@ def test_a_stream_left_without_aclose_is_released_quietly_when_the_unit_of_work_
                     if user.name == "user014":
                         break
                 await _assert_session_ready(session, backend)
-            assert engine.sync_engine.pool.checkedout() == 0
+            assert checked_out(engine) == 0
 
     with migrated_database(backend, tmp_path) as url, _nothing_reported(caplog):
         asyncio.run(scenario(url))

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import URL, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 import userstore
 from tests.databases import connection_id, kill_connections, migrated_database
@@ -261,7 +262,8 @@ def test_a_pool_with_no_free_connection_in_time_is_transient(
     backend: str, live_on: Callable[[str], Live]
 ):
     live = live_on(backend)
-    tiny_pool = live.new_engine(pool_size=1, max_overflow=0, pool_timeout=0.2)
+    queue = {"poolclass": AsyncAdaptedQueuePool} if live.flavour == "async" else {}  # (2.0: Null)
+    tiny_pool = live.new_engine(pool_size=1, max_overflow=0, pool_timeout=0.2, **queue)
     holder, waiter = live.new_repo(tiny_pool), live.new_repo(tiny_pool)
     holder.get("committed")  # checks the only connection out
 

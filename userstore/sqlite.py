@@ -35,7 +35,7 @@ import sqlalchemy
 from sqlalchemy import URL, Engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlalchemy.util import await_only
 
 from userstore.bulk import forget_sqlite_update_counter, install_sqlite_update_counter
@@ -76,10 +76,8 @@ def engine_options(
     """Fill in the connect arguments and engine options every SQLite engine gets."""
     connect_args["timeout"] = BUSY_TIMEOUT_SECONDS
     if not is_memory_database(url):
-        if asynchronous:
-            # SQLAlchemy 2.1's default for aiosqlite files; 2.0 used NullPool
-            # (a new connection and thread per checkout). One pool for every version.
-            options["poolclass"] = AsyncAdaptedQueuePool
+        # (An async file engine keeps SQLAlchemy's default pool: AsyncAdaptedQueuePool
+        # from 2.1, NullPool, a connection and thread per checkout, on 2.0.)
         return
     if asynchronous:
         # One connection, used by every task in turn (aiosqlite gives it a thread of its own).
