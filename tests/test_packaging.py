@@ -9,6 +9,8 @@ files in step, so a bound that no run has passed on cannot be declared.
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,37 @@ def test_the_license_files_exist():
     assert project["license"] == "MIT"
     for pattern in project["license-files"]:
         assert list(ROOT.glob(pattern)), pattern
+
+
+_WITHOUT_GREENLET = """
+import asyncio, sys
+sys.modules["greenlet"] = None  # a sync-only install: no asyncio extra
+import userstore
+from userstore import migrations
+engine = userstore.create_engine("sqlite://")
+migrations.upgrade(engine)
+for call in (
+    lambda: userstore.create_async_engine("sqlite://"),
+    lambda: asyncio.run(migrations.upgrade_async("sqlite://")),
+):
+    try:
+        call()
+    except userstore.ConfigurationError as error:
+        assert "userstore[asyncio]" in str(error), error
+    else:
+        raise AssertionError("no ConfigurationError")
+print("ok")
+"""
+
+
+def test_a_sync_only_install_imports_and_works_and_names_the_async_extra_when_asked():
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_GREENLET],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

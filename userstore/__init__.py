@@ -8,12 +8,9 @@ through :class:`UserRepository`; asyncio apps use
 :class:`UserStoreError`.
 """
 
-from userstore.asyncio import (
-    AsyncUserRepository,
-    AsyncUserStream,
-    create_async_engine,
-    create_async_session_factory,
-)
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from userstore.bulk import UpsertResult
 from userstore.engine import create_engine, create_session_factory
 from userstore.errors import (
@@ -31,6 +28,38 @@ from userstore.errors import (
 )
 from userstore.models import User
 from userstore.repository import UserRepository
+
+if _TYPE_CHECKING:
+    from userstore.asyncio import (
+        AsyncUserRepository,
+        AsyncUserStream,
+        create_async_engine,
+        create_async_session_factory,
+    )
+
+# The async twin needs greenlet (the asyncio extra): it is imported on first use,
+# so a sync-only install imports userstore without it.
+_ASYNC_NAMES = frozenset(
+    {
+        "AsyncUserRepository",
+        "AsyncUserStream",
+        "create_async_engine",
+        "create_async_session_factory",
+    }
+)
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _ASYNC_NAMES:
+        try:
+            from userstore import asyncio as twin
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"userstore.{name} needs the async extra: pip install 'userstore[asyncio]' ({exc})"
+            ) from None
+        return getattr(twin, name)
+    raise AttributeError(f"module 'userstore' has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncUserRepository",
