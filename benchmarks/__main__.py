@@ -27,16 +27,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     started_at = time.monotonic()
     results: list[WorkloadResult] = []
     skipped: dict[str, str] = {}
+    aborted: dict[str, str] = {}
     servers: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="userstore_bench_") as directory:
         for backend in args.backends:
             try:
-                results += _run_backend(backend, Path(directory), scale, rounds, args, servers)
+                _run_backend(backend, Path(directory), scale, rounds, args, servers, results)
             except BackendUnavailableError as exc:
                 skipped[backend] = str(exc)
                 _progress(f"{backend}: skipped: {exc}")
+            except Exception as exc:  # the server went away mid-run, say: report what ran
+                aborted[backend] = " ".join(f"{type(exc).__name__}: {exc}".split())
+                _progress(f"{backend}: aborted: {aborted[backend]}")
     minutes = (time.monotonic() - started_at) / 60
     header = environment.describe(scale, rounds, servers, start, minutes)
+    header += [(f"Aborted {backend}", reason) for backend, reason in aborted.items()]
     text = report.render(header, results, skipped)
     print(text, end="")
     if args.output is not None:
@@ -45,8 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = [f"{r.workload.key} {r.backend} {v.name}" for r in results for v in r.failures]
     if failures:
         _progress("failed: " + ", ".join(failures))
-        return 1
-    return 0
+    return 1 if failures or aborted else 0
 
 
 def _run_backend(
@@ -56,8 +60,9 @@ def _run_backend(
     rounds: int,
     args: argparse.Namespace,
     servers: dict[str, str],
-) -> list[WorkloadResult]:
-    results = []
+    results: list[WorkloadResult],
+) -> None:
+    """Run the workloads on one backend, adding each result to ``results`` as it ends."""
     with throwaway_database(backend, directory) as url:
         _progress(f"{backend}: migrating {url.render_as_string()}")
         migrations.upgrade(url)
@@ -73,7 +78,6 @@ def _run_backend(
                 results.append(run_workload(workload, backend, rounds, _progress))
         finally:
             stack.close()
-    return results
 
 
 def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -24,7 +24,7 @@ def render(
 ) -> str:
     """Return the whole report: the run's header, then per workload its table and targets."""
     lines = ["# userstore benchmarks", ""]
-    lines += [f"- **{label}:** {value}" for label, value in header]
+    lines += [f"- **{label}:** {_cell(value, limit=None)}" for label, value in header]
     lines += [f"- **Skipped {backend}:** {_cell(reason)}" for backend, reason in skipped.items()]
     lines += [
         "",
@@ -173,6 +173,6 @@ def _row(cells: Iterable[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _cell(text: str) -> str:
+def _cell(text: str, limit: int | None = _MAX_REASON_LENGTH) -> str:
     flat = " ".join(text.split()).replace("|", "\\|")
-    return flat if len(flat) <= _MAX_REASON_LENGTH else flat[: _MAX_REASON_LENGTH - 1] + "…"
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"
