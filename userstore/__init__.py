@@ -27,6 +27,11 @@ from userstore.errors import (
     UserStoreError,
 )
 from userstore.models import User
+from userstore.protocols import (
+    AsyncUserRepositoryProtocol,
+    AsyncUserStreamProtocol,
+    UserRepositoryProtocol,
+)
 from userstore.repository import UserRepository
 
 if _TYPE_CHECKING:
@@ -63,7 +68,9 @@ def __getattr__(name: str) -> _Any:
 
 __all__ = [
     "AsyncUserRepository",
+    "AsyncUserRepositoryProtocol",
     "AsyncUserStream",
+    "AsyncUserStreamProtocol",
     "ConfigurationError",
     "DatabaseError",
     "DatabaseUnavailableError",
@@ -77,6 +84,7 @@ __all__ = [
     "User",
     "UserNotFoundError",
     "UserRepository",
+    "UserRepositoryProtocol",
     "UserStoreError",
     "create_async_engine",
     "create_async_session_factory",

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
+from operator import itemgetter
 from typing import Any, Final, TypeAlias, cast
 
 from sqlalchemy import Connection
@@ -85,6 +86,10 @@ def validated_batches(rows: Iterable[Row], batch_size: int) -> Iterator[Batch]:
         start += len(chunk)
 
 
+_FIRST: Final = itemgetter(0)
+_SECOND: Final = itemgetter(1)
+
+
 def _all_plain_valid_pairs(chunk: list[Any]) -> bool:
     """Whether every row is a valid ``(str, int | None)`` pair, checked a batch at a time.
 
@@ -95,7 +100,10 @@ def _all_plain_valid_pairs(chunk: list[Any]) -> bool:
     """
     if set(map(type, chunk)) != {tuple} or set(map(len, chunk)) != {2}:
         return False
-    names, numbers = zip(*chunk, strict=True)
+    # Two C-level passes; zip(*chunk) would build an iterator per row and set
+    # off full garbage collections on large batches (measured: PostgreSQL W1).
+    names = list(map(_FIRST, chunk))
+    numbers = list(map(_SECOND, chunk))
     if set(map(type, names)) != {str}:
         return False
     lengths = list(map(len, names))

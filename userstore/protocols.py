@@ -1,0 +1,103 @@
+"""The repository's shape, as ``typing.Protocol`` classes an app can type against.
+
+:class:`~userstore.UserRepository` and
+:class:`~userstore.testing.InMemoryUserRepository` both satisfy
+:class:`UserRepositoryProtocol`; :class:`~userstore.AsyncUserRepository` and
+:class:`~userstore.testing.AsyncInMemoryUserRepository` both satisfy
+:class:`AsyncUserRepositoryProtocol` (checked under ``mypy --strict``). Code
+written against a protocol runs on the database in production and on the
+in-memory fake in fast tests.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Iterable, Iterator
+from types import TracebackType
+from typing import Protocol
+
+from userstore.bulk import Row, UpsertResult
+from userstore.models import User
+
+
+class UserRepositoryProtocol(Protocol):
+    """The verbs of :class:`~userstore.UserRepository`, one unit of work at a time."""
+
+    def add(self, user: User) -> User: ...
+
+    def get(self, name: str) -> User | None: ...
+
+    def get_one(self, name: str) -> User: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def count(self) -> int: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def list(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> builtins.list[User]: ...
+
+    def add_many(self, users: Iterable[Row], *, batch_size: int = ...) -> int: ...
+
+    def upsert(self, name: str, number: int | None) -> User: ...
+
+    def upsert_many(self, rows: Iterable[Row], *, batch_size: int = ...) -> UpsertResult: ...
+
+    def iter_all(self, *, batch_size: int = ...) -> Iterator[User]: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+class AsyncUserStreamProtocol(Protocol):
+    """What an async repository's ``iter_all`` returns: users in name order."""
+
+    def __aiter__(self) -> AsyncIterator[User]: ...
+
+    async def __anext__(self) -> User: ...
+
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> AsyncUserStreamProtocol: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+
+class AsyncUserRepositoryProtocol(Protocol):
+    """The verbs of :class:`~userstore.AsyncUserRepository`, as coroutines."""
+
+    async def add(self, user: User) -> User: ...
+
+    async def get(self, name: str) -> User | None: ...
+
+    async def get_one(self, name: str) -> User: ...
+
+    async def exists(self, name: str) -> bool: ...
+
+    async def count(self) -> int: ...
+
+    async def delete(self, name: str) -> None: ...
+
+    async def list(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> builtins.list[User]: ...
+
+    async def add_many(self, users: Iterable[Row], *, batch_size: int = ...) -> int: ...
+
+    async def upsert(self, name: str, number: int | None) -> User: ...
+
+    async def upsert_many(self, rows: Iterable[Row], *, batch_size: int = ...) -> UpsertResult: ...
+
+    def iter_all(self, *, batch_size: int = ...) -> AsyncUserStreamProtocol: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
