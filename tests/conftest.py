@@ -16,6 +16,9 @@ from tests.databases import BACKENDS, throwaway_database
 from tests.flavours import FLAVOURS, FlavouredEngine
 from tests.schema import create_schema
 
+# pytester runs an app's own test files against userstore.testing in a subprocess.
+pytest_plugins = ["pytester"]
+
 # Hypothesis profiles: "ci" (the default) finishes the model-based test in about
 # a minute per backend; "long" (--hypothesis-profile=long) hunts for much longer.
 _SLOW_DATABASE = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
