@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Final
 
 import pytest
 import sqlalchemy
@@ -13,8 +14,9 @@ from sqlalchemy.orm import Session
 
 import userstore
 from tests.databases import BACKENDS, throwaway_database
-from tests.flavours import FLAVOURS, FlavouredEngine
+from tests.flavours import FLAVOURS, FlavouredEngine, FlavouredStore
 from tests.schema import create_schema
+from userstore.testing import InMemoryUserStore
 
 # pytester runs an app's own test files against userstore.testing in a subprocess.
 pytest_plugins = ["pytester"]
@@ -39,15 +41,92 @@ settings.register_profile(
 settings.load_profile("ci")
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+# The in-memory fake (userstore.testing) is one more target of every test that
+# exercises the repository contract: a test whose fixtures include one of these.
+MEMORY: Final = "memory"
+CONTRACT_FIXTURES: Final = frozenset(
+    {"repo", "open_repository", "stored", "empty_table", "clear_users"}
+)
+# Fixtures that only a real database can give: a test on the fake that asks for
+# one must say why it cannot apply there (the not_on_fake marker), or the run stops.
+REAL_DATABASE_FIXTURES: Final = frozenset(
+    {"database_url", "fresh_database_url", "engine", "plain_engine", "session"}
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "not_on_fake(reason): the test cannot apply to the in-memory fake (it inspects SQL, "
+        "query plans, SQLAlchemy internals or a real connection); skipped there with the reason",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run tests of the backend under test on each real backend, and contract tests on the fake."""
+    if "backend" not in metafunc.fixturenames or _parametrizes_backend_itself(metafunc):
+        return
+    targets = list(BACKENDS)
+    if CONTRACT_FIXTURES.intersection(metafunc.fixturenames):
+        targets.append(MEMORY)
+    metafunc.parametrize("backend", targets, indirect=True, scope="session")
+
+
+def _parametrizes_backend_itself(metafunc: pytest.Metafunc) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs["argnames"]
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if "backend" in names:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the fake: skip the tests marked not applicable, and refuse those that need SQL."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or callspec.params.get("backend") != MEMORY:
+            continue
+        marker = item.get_closest_marker("not_on_fake")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            if not reason:
+                raise pytest.UsageError(f"{item.nodeid}: not_on_fake needs a reason")
+            item.add_marker(
+                pytest.mark.skip(reason=f"not applicable to the in-memory fake: {reason}")
+            )
+            continue
+        needs = sorted(REAL_DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+        if needs:
+            raise pytest.UsageError(
+                f"{item.nodeid} runs on the in-memory fake but needs a real database "
+                f"(fixtures {', '.join(needs)}): make it work on the fake, or mark it "
+                "@pytest.mark.not_on_fake(reason=...) saying why it cannot apply"
+            )
+
+
+@pytest.fixture(scope="session")
 def backend(request: pytest.FixtureRequest) -> str:
-    """The name of the backend under test: sqlite, postgresql or mariadb."""
+    """The target under test: sqlite, postgresql, mariadb, or memory (the in-memory fake)."""
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def memory_store() -> InMemoryUserStore:
+    """The in-memory fake's store, shared by the tests of the memory target."""
+    return InMemoryUserStore()
+
+
+def _real_database_only(backend: str, what: str) -> None:
+    if backend == MEMORY:
+        pytest.fail(f"{what} needs a real database; the in-memory fake has none")
 
 
 @pytest.fixture(scope="session")
 def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
     """A database shared by the tests of one backend, with the users schema."""
+    _real_database_only(backend, "database_url")
     with throwaway_database(backend, tmp_path_factory.mktemp(backend)) as url:
         engine = userstore.create_engine(url)
         try:
@@ -81,10 +160,23 @@ def plain_engine(database_url: URL) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def empty_table(plain_engine: Engine) -> None:
+def clear_users(backend: str, request: pytest.FixtureRequest) -> Callable[[], None]:
+    """Return a function that deletes every stored user (plain SQL; on the fake, its store)."""
+    if backend == MEMORY:
+        return request.getfixturevalue("memory_store").clear  # type: ignore[no-any-return]
+    plain_engine: Engine = request.getfixturevalue("plain_engine")
+
+    def clear() -> None:
+        with plain_engine.begin() as connection:
+            connection.execute(text("DELETE FROM users"))
+
+    return clear
+
+
+@pytest.fixture
+def empty_table(clear_users: Callable[[], None]) -> None:
     """Start the test with no users stored."""
-    with plain_engine.begin() as connection:
-        connection.execute(text("DELETE FROM users"))
+    clear_users()
 
 
 @pytest.fixture(scope="session", params=FLAVOURS)
@@ -94,9 +186,18 @@ def flavour(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def flavoured_engine(database_url: URL, flavour: str) -> Iterator[FlavouredEngine]:
-    """A userstore engine of the flavour under test, on the backend's shared database."""
-    engine = FlavouredEngine(flavour, database_url)
+def flavoured_engine(
+    backend: str, flavour: str, request: pytest.FixtureRequest
+) -> Iterator[FlavouredEngine | FlavouredStore]:
+    """A userstore engine of the flavour under test, on the backend's shared database.
+
+    On the memory target, the in-memory fake of that flavour, with the same
+    ``session()`` and ``repository()``.
+    """
+    if backend == MEMORY:
+        yield FlavouredStore(flavour, request.getfixturevalue("memory_store"))
+        return
+    engine = FlavouredEngine(flavour, request.getfixturevalue("database_url"))
     yield engine
     engine.dispose()
 
@@ -109,21 +210,30 @@ def session(flavoured_engine: FlavouredEngine, empty_table: None) -> Iterator[Se
 
 
 @pytest.fixture
-def repo(flavoured_engine: FlavouredEngine, session: Session) -> userstore.UserRepository:
+def repo(
+    backend: str,
+    flavoured_engine: FlavouredEngine | FlavouredStore,
+    empty_table: None,
+    request: pytest.FixtureRequest,
+) -> Iterator[userstore.UserRepository]:
     """The repository under test (sync, or async behind a blocking view), on an empty table."""
-    return flavoured_engine.repository(session)  # type: ignore[no-any-return]
+    if backend != MEMORY:
+        yield flavoured_engine.repository(request.getfixturevalue("session"))
+        return
+    with flavoured_engine.session() as unit_of_work:
+        yield flavoured_engine.repository(unit_of_work)
 
 
 @pytest.fixture
 def open_repository(
-    flavoured_engine: FlavouredEngine,
+    flavoured_engine: FlavouredEngine | FlavouredStore,
 ) -> Iterator[Callable[[], userstore.UserRepository]]:
     """Return a function that opens another repository of the flavour under test.
 
     Each has a session of its own (another unit of work, as another request or
     process would have), closed after the test.
     """
-    sessions: list[Session] = []
+    sessions: list[Any] = []
 
     def open_one() -> userstore.UserRepository:
         sessions.append(flavoured_engine.session())
@@ -135,8 +245,17 @@ def open_repository(
 
 
 @pytest.fixture
-def stored(plain_engine: Engine) -> Callable[[], list[tuple[str, int | None]]]:
-    """Return a function that reads (name, number) rows with plain SQL, in name order."""
+def stored(
+    backend: str, request: pytest.FixtureRequest
+) -> Callable[[], list[tuple[str, int | None]]]:
+    """Return a function that reads (name, number) rows with plain SQL, in name order.
+
+    On the fake: the committed rows of its store, read without a repository.
+    """
+    if backend == MEMORY:
+        store: InMemoryUserStore = request.getfixturevalue("memory_store")
+        return lambda: [(row.name, row.number) for row in store.rows()]
+    plain_engine: Engine = request.getfixturevalue("plain_engine")
 
     def read() -> list[tuple[str, int | None]]:
         with plain_engine.connect() as connection:
@@ -157,10 +276,20 @@ class StatementLog:
 
 
 @pytest.fixture
-def sent_sql(flavoured_engine: FlavouredEngine) -> Iterator[StatementLog]:
-    """Record every statement the engine under test sends to the driver during the test."""
-    engine = flavoured_engine.sync_engine
+def sent_sql(flavoured_engine: FlavouredEngine | FlavouredStore) -> Iterator[StatementLog]:
+    """Record every statement the engine under test sends to the driver during the test.
+
+    On the fake: every read and write of its store (its counterpart of SQL), so
+    "nothing was sent" still means nothing was read or written.
+    """
     log = StatementLog()
+    if isinstance(flavoured_engine, FlavouredStore):
+        store, record_access = flavoured_engine.store, log.statements.append
+        store.listen(record_access)
+        yield log
+        store.unlisten(record_access)
+        return
+    engine = flavoured_engine.sync_engine
 
     def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         log.statements.append(statement)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Awaitable, Iterator
 from typing import Any, Final, TypeVar
 
+import pytest
 from sqlalchemy import URL, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -28,6 +29,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 import userstore
+from userstore.testing import AsyncInMemoryUserRepository, InMemoryUserRepository, InMemoryUserStore
+from userstore.testing.fake import InMemorySession
 
 _T = TypeVar("_T")
 
@@ -189,5 +192,48 @@ class FlavouredEngine:
         else:
             engine.dispose()
 
+
+class FlavouredStore:
+    """The in-memory fake (:mod:`userstore.testing`) of one flavour, shaped as a FlavouredEngine.
+
+    ``session()`` opens a unit of work on the store and ``repository()`` puts
+    the fake repository of the flavour on it (async behind :class:`Blocking`),
+    so the contract tests run on the fake unchanged. What only a database has
+    (an engine to listen to, a connection) fails the test, saying so.
+    """
+
+    def __init__(self, flavour: str, store: InMemoryUserStore) -> None:
+        self.flavour = flavour
+        self.store = store
+
+    def session(self) -> InMemorySession:
+        """A new unit of work on the store (the caller closes it)."""
+        return self.store.session()
+
+    def repository(self, session: InMemorySession | None = None) -> Any:
+        """A fake repository of this flavour on ``session`` (a new one if not given)."""
+        if session is None:
+            session = self.session()
+        if self.flavour == "sync":
+            return InMemoryUserRepository(session)
+        return Blocking(AsyncInMemoryUserRepository(session))
+
+    @property
+    def sync_engine(self) -> Engine:
+        """Refused: the fake sends no SQL."""
+        pytest.fail(_NO_DATABASE.format(what="an engine"))
+
+    def connect(self) -> Any:
+        """Refused: the fake has no connection."""
+        pytest.fail(_NO_DATABASE.format(what="a connection"))
+
+    def dispose(self) -> None:
+        """Nothing to release."""
+
+
+_NO_DATABASE: Final = (
+    "this test needs {what}, which the in-memory fake does not have: mark it "
+    "@pytest.mark.not_on_fake(reason=...)"
+)
 
 FLAVOURS: Final = ("sync", "async")

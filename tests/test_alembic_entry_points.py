@@ -133,6 +133,16 @@ def test_the_installed_wheel_migrates_a_fresh_sqlite_file(
     assert revision == migrations.head()
 
 
+def test_the_wheel_carries_every_module_of_the_source_tree(installed_wheel: InstalledWheel):
+    source = ROOT / "userstore"
+    expected = {path.relative_to(source).as_posix() for path in source.rglob("*.py")}
+    expected |= {"py.typed"}
+    installed = installed_wheel.target / "userstore"
+    shipped = {path.relative_to(installed).as_posix() for path in installed.rglob("*")}
+
+    assert expected - shipped == set()  # userstore.asyncio and userstore.testing included
+
+
 def test_the_wheel_carries_the_license(installed_wheel: InstalledWheel):
     (dist_info,) = installed_wheel.target.glob("userstore-*.dist-info")
     licenses = [path.name for path in dist_info.rglob("LICENSE")]

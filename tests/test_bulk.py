@@ -131,6 +131,7 @@ def test_add_many_stores_hostile_names_exactly(repo: UserRepository, stored: Sto
     assert stored() == sorted((name, i) for i, name in enumerate(names))
 
 
+@pytest.mark.not_on_fake(reason="the fake keeps its rows in Python memory: they are its database")
 def test_add_many_memory_does_not_grow_with_the_input(repo: UserRepository):
     repo.add_many(_rows(2_000, "warm"), batch_size=1_000)
 
@@ -270,6 +271,12 @@ def _upsert_rounds(url: str, worker: int, names: list[str], rounds: int) -> None
         engine.dispose()
 
 
+@pytest.mark.not_on_fake(
+    reason=(
+        "its writers are OS processes sharing a database server; the fake lives"
+        " in one process (threads race on it in tests/test_fake.py)"
+    )
+)
 def test_concurrent_upserts_of_the_same_names_neither_fail_nor_lose_rows(
     database_url: URL, plain_engine: Engine, empty_table: None
 ):

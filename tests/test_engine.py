@@ -155,6 +155,7 @@ def test_keyword_arguments_override_userstore_settings(tmp_path: Path):
         engine.dispose()
 
 
+@pytest.mark.not_on_fake(reason="it checks the connection pool of a real engine")
 def test_a_connection_returned_mid_transaction_is_rolled_back_by_the_pool(
     backend: str, engine: Engine, plain_engine: Engine, empty_table: None
 ):
@@ -215,6 +216,7 @@ _DONT_WAIT = {
 }
 
 
+@pytest.mark.not_on_fake(reason="it checks the connection pool of a real engine")
 @pytest.mark.parametrize("through", ["raw connection", "session"])
 def test_a_connection_given_back_after_a_failed_statement_holds_no_lock(
     backend: str, engine: Engine, database_url: URL, empty_table: None, through: str

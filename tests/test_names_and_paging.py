@@ -119,6 +119,7 @@ def thousands_of_users(repo: UserRepository) -> UserRepository:
     return repo
 
 
+@pytest.mark.not_on_fake(reason="it reads the database's query plan (EXPLAIN)")
 def test_a_list_page_reads_the_primary_key_index_in_order_without_a_sort(
     backend: str, flavoured_engine: FlavouredEngine, thousands_of_users: UserRepository
 ):
@@ -131,6 +132,7 @@ def test_a_list_page_reads_the_primary_key_index_in_order_without_a_sort(
     )
 
 
+@pytest.mark.not_on_fake(reason="it reads the database's query plan (EXPLAIN)")
 def test_a_get_reads_the_primary_key_index(
     backend: str, flavoured_engine: FlavouredEngine, thousands_of_users: UserRepository
 ):

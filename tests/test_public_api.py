@@ -31,6 +31,7 @@ ASYNC_TWINS = [
     (migrations.current, migrations.current_async),
     (migrations.check, migrations.check_async),
     (migrations.assert_current, migrations.assert_current_async),
+    (userstore.run_unit_of_work, userstore.run_unit_of_work_async),
 ]
 
 

@@ -94,6 +94,9 @@ _SESSION_TIME_ZONE: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+@pytest.mark.not_on_fake(
+    reason=("it sets the database session's time zone through the driver's connect arguments")
+)
 def test_timestamps_read_back_as_utc_whatever_the_session_time_zone(
     backend: str, flavour: str, database_url: URL, empty_table: None, far_from_utc: None
 ):
@@ -112,6 +115,7 @@ def test_timestamps_read_back_as_utc_whatever_the_session_time_zone(
         engine.dispose()
 
 
+@pytest.mark.not_on_fake(reason="it runs the app's own SQL query on the session")
 def test_timestamps_bind_in_queries_and_compare_in_time_order(repo: UserRepository):
     repo.add(User(name="early", number=1))
     repo.commit()
@@ -131,6 +135,7 @@ def test_timestamps_bind_in_queries_and_compare_in_time_order(repo: UserReposito
     assert sorted(since_cutoff_elsewhere) == ["early", "late"]
 
 
+@pytest.mark.not_on_fake(reason="it runs the app's own SQL query on the session")
 def test_a_naive_datetime_in_a_query_is_refused_as_invalid_input(repo: UserRepository):
     with pytest.raises(InvalidUserError, match="timezone-aware"):
         repo.session.scalars(select(User).where(User.created_at > datetime(2026, 1, 1))).all()

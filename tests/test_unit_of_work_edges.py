@@ -125,6 +125,7 @@ def test_the_duplicate_is_named_right_when_a_name_deleted_in_this_unit_is_added_
     assert _duplicate_name(repo.commit) == "taken"
 
 
+@pytest.mark.not_on_fake(reason="it counts a SQLAlchemy session's event hooks")
 def test_many_repositories_on_one_session_add_nothing_that_accumulates(
     engine: Engine, empty_table: None
 ):
@@ -422,6 +423,7 @@ def test_a_rename_inside_a_rolled_back_savepoint_leaves_the_user_readable(
     assert stored() == [("a", 0)]
 
 
+@pytest.mark.not_on_fake(reason="it invalidates the session's database connection")
 def test_after_the_session_was_invalidated_or_interrupted_the_next_call_works(
     repo: UserRepository, stored: Stored
 ):
@@ -440,6 +442,7 @@ class _Interrupted(BaseException):
     """What a KeyboardInterrupt looks like to the code it interrupts."""
 
 
+@pytest.mark.not_on_fake(reason="it interrupts a statement from the engine's SQL events")
 def test_an_interruption_inside_a_repository_call_is_raised_as_itself(
     repo: UserRepository, flavoured_engine: FlavouredEngine, stored: Stored
 ):

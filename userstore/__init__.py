@@ -4,7 +4,9 @@ A typed repository over SQLAlchemy 2. Build an engine with
 :func:`create_engine`, sessions with :func:`create_session_factory`, and work
 through :class:`UserRepository`; asyncio apps use
 :func:`create_async_engine`, :func:`create_async_session_factory` and
-:class:`AsyncUserRepository`, the same rules as coroutines. Every error derives from
+:class:`AsyncUserRepository`, the same rules as coroutines.
+:func:`run_unit_of_work` (and :func:`run_unit_of_work_async`) commits a unit of
+work, running it again after a transient failure. Every error derives from
 :class:`UserStoreError`.
 """
 
@@ -33,6 +35,7 @@ from userstore.protocols import (
     UserRepositoryProtocol,
 )
 from userstore.repository import UserRepository
+from userstore.unit_of_work import run_unit_of_work
 
 if _TYPE_CHECKING:
     from userstore.asyncio import (
@@ -40,6 +43,7 @@ if _TYPE_CHECKING:
         AsyncUserStream,
         create_async_engine,
         create_async_session_factory,
+        run_unit_of_work_async,
     )
 
 # The async twin needs greenlet (the asyncio extra): it is imported on first use,
@@ -50,6 +54,7 @@ _ASYNC_NAMES = frozenset(
         "AsyncUserStream",
         "create_async_engine",
         "create_async_session_factory",
+        "run_unit_of_work_async",
     }
 )
 
@@ -90,4 +95,6 @@ __all__ = [
     "create_async_session_factory",
     "create_engine",
     "create_session_factory",
+    "run_unit_of_work",
+    "run_unit_of_work_async",
 ]

@@ -403,18 +403,7 @@ class UserRepository:
             DatabaseError: the database failed; the unit of work was rolled back.
         """
         check_batch_size(batch_size)
-        return self._pages(batch_size)
-
-    def _pages(self, batch_size: int) -> Iterator[User]:
-        """Every user, one keyset page (one ``list`` call, one query) at a time."""
-        after = None
-        while True:
-            page = self.list(after=after, limit=batch_size)
-            yield from page
-            if len(page) < batch_size:
-                return
-            after = page[-1].name
-            del page
+        return keyset_pages(self.list, batch_size)
 
     def _refresh_loaded(self, names: Iterable[str]) -> None:
         """Reload, in one query, the users this session holds that a bulk write changed.
@@ -572,6 +561,21 @@ class UserRepository:
             # afresh; the users' values are kept here instead.
             session.close()
             duplicates.keep_readable(session, *loaded)
+
+
+def keyset_pages(list_page: Callable[..., builtins.list[User]], batch_size: int) -> Iterator[User]:
+    """Every user, one keyset page (one ``list_page(after=, limit=)`` call) at a time.
+
+    The page in hand is the only one held; the loop ends on a short page.
+    """
+    after = None
+    while True:
+        page = list_page(after=after, limit=batch_size)
+        yield from page
+        if len(page) < batch_size:
+            return
+        after = page[-1].name
+        del page
 
 
 def _interruption_behind(exc: BaseException) -> BaseException | None:

@@ -7,10 +7,12 @@ session, in a greenlet, so both flavours keep one implementation of every rule.
 
 from userstore.asyncio.engine import create_async_engine, create_async_session_factory
 from userstore.asyncio.repository import AsyncUserRepository, AsyncUserStream
+from userstore.asyncio.unit_of_work import run_unit_of_work_async
 
 __all__ = [
     "AsyncUserRepository",
     "AsyncUserStream",
     "create_async_engine",
     "create_async_session_factory",
+    "run_unit_of_work_async",
 ]

@@ -1,0 +1,148 @@
+"""The async twin of the in-memory fake: :class:`AsyncInMemoryUserRepository`.
+
+Every verb of :class:`~userstore.testing.InMemoryUserRepository`, as a
+coroutine, with the same rules (there is one implementation: each coroutine
+calls the sync fake, which never waits on anything). ``iter_all`` returns an
+async stream, for ``async for``, ``aclose()`` and ``async with``, as
+:class:`~userstore.AsyncUserStream` does.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import deque
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from types import TracebackType
+
+from userstore.bulk import DEFAULT_BATCH_SIZE, Row, UpsertResult, check_batch_size
+from userstore.models import User
+from userstore.testing.fake import InMemorySession, InMemoryUserRepository, InMemoryUserStore
+
+
+class AsyncInMemoryUserRepository:
+    """:class:`~userstore.AsyncUserRepository`'s verbs over an in-memory unit of work.
+
+    Args:
+        source: An :class:`~userstore.testing.InMemoryUserStore` (the
+            repository gets a unit of work of its own) or an
+            :class:`~userstore.testing.fake.InMemorySession` to share.
+
+    Raises:
+        InvalidUserError: ``source`` is neither.
+    """
+
+    def __init__(self, source: InMemoryUserStore | InMemorySession) -> None:
+        self._sync = InMemoryUserRepository(source)
+
+    @property
+    def session(self) -> InMemorySession:
+        """The unit of work this repository works on (its methods are plain calls)."""
+        return self._sync.session
+
+    async def add(self, user: User) -> User:
+        """Stage a new user; see :meth:`userstore.UserRepository.add`."""
+        return self._sync.add(user)
+
+    async def get(self, name: str) -> User | None:
+        """Return the user called ``name`` or ``None``; see :meth:`userstore.UserRepository.get`."""
+        return self._sync.get(name)
+
+    async def get_one(self, name: str) -> User:
+        """Return the user called ``name``; see :meth:`userstore.UserRepository.get_one`."""
+        return self._sync.get_one(name)
+
+    async def exists(self, name: str) -> bool:
+        """Return whether the user ``name`` exists; see :meth:`userstore.UserRepository.exists`."""
+        return self._sync.exists(name)
+
+    async def count(self) -> int:
+        """Return the number of users; see :meth:`userstore.UserRepository.count`."""
+        return self._sync.count()
+
+    async def delete(self, name: str) -> None:
+        """Delete the user called ``name``; see :meth:`userstore.UserRepository.delete`."""
+        self._sync.delete(name)
+
+    async def list(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> builtins.list[User]:
+        """Return one keyset page of users; see :meth:`userstore.UserRepository.list`."""
+        return self._sync.list(after=after, limit=limit)
+
+    async def add_many(self, users: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+        """Insert many users; see :meth:`userstore.UserRepository.add_many`."""
+        return self._sync.add_many(users, batch_size=batch_size)
+
+    async def upsert(self, name: str, number: int | None) -> User:
+        """Insert or update one user; see :meth:`userstore.UserRepository.upsert`."""
+        return self._sync.upsert(name, number)
+
+    async def upsert_many(
+        self, rows: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> UpsertResult:
+        """Insert or update many users; see :meth:`userstore.UserRepository.upsert_many`."""
+        return self._sync.upsert_many(rows, batch_size=batch_size)
+
+    def iter_all(self, *, batch_size: int = 1000) -> AsyncInMemoryUserStream:
+        """Stream every user in name order, a keyset page at a time.
+
+        Raises:
+            InvalidUserError: ``batch_size`` is not a positive int (raised by
+                this call, before any iteration).
+        """
+        check_batch_size(batch_size)
+        return AsyncInMemoryUserStream(self._sync.iter_all(batch_size=batch_size), batch_size)
+
+    async def commit(self) -> None:
+        """Publish the unit of work atomically; see :meth:`userstore.UserRepository.commit`."""
+        self._sync.commit()
+
+    async def rollback(self) -> None:
+        """Discard the unit of work; see :meth:`userstore.UserRepository.rollback`."""
+        self._sync.rollback()
+
+
+class AsyncInMemoryUserStream:
+    """What :meth:`AsyncInMemoryUserRepository.iter_all` returns: users in name order.
+
+    An async iterator that takes a page at a time, and an async context
+    manager that closes the stream on exit.
+    """
+
+    def __init__(self, users: Iterator[User], batch_size: int) -> None:
+        self._users: Iterator[User] | None = users
+        self._batch_size = batch_size
+        self._buffer: deque[User] = deque()
+
+    def __aiter__(self) -> AsyncInMemoryUserStream:
+        return self
+
+    async def __anext__(self) -> User:
+        if not self._buffer:
+            if self._users is None:
+                raise StopAsyncIteration
+            self._buffer.extend(islice(self._users, self._batch_size))
+            if not self._buffer:
+                self._users = None
+                raise StopAsyncIteration
+        return self._buffer.popleft()
+
+    async def aclose(self) -> None:
+        """Stop streaming and drop the page in hand; later iteration yields nothing."""
+        users, self._users = self._users, None
+        self._buffer.clear()
+        close = getattr(users, "close", None)
+        if close is not None:
+            close()
+
+    async def __aenter__(self) -> AsyncInMemoryUserStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
