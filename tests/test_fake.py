@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_readme import readme_blocks
 from userstore import (
     DuplicateUserError,
     InvalidUserError,
@@ -291,3 +292,21 @@ def test_real_and_fake_repositories_satisfy_the_protocols_under_mypy_strict(tmp_
     assert all("broken_repository.py" in line for line in lines), report  # none elsewhere
     assert any("UserRepositoryProtocol" in line for line in lines), report
     assert status == 1
+
+
+def test_the_readme_fake_section_runs_as_an_app_test_file_and_type_checks(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+):
+    from mypy import api
+
+    (block,) = readme_blocks("python", "Without a database: the in-memory fake")
+    path = pytester.path / "test_signup.py"
+    path.write_text(block, encoding="utf-8")
+
+    # The block needs no pytest-asyncio (asyncio.run), so none of its settings either.
+    result = pytester.runpytest_subprocess("-W", "error", "-p", "no:asyncio")
+    monkeypatch.chdir(Path(__file__).parents[1])  # where mypy finds userstore's source
+    report, errors, status = api.run(["--strict", "--no-error-summary", str(path)])
+
+    result.assert_outcomes(passed=3)
+    assert (report, errors, status) == ("", "", 0)
