@@ -245,7 +245,7 @@ def test_iter_all_memory_does_not_grow_with_the_table(repo: UserRepository):
     assert large < small * 1.5 + 512 * 1024, (small, large)
 
 
-@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True])
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, True, 2**63, 10**30])
 def test_bulk_calls_refuse_a_bad_batch_size(repo: UserRepository, batch_size: object):
     with pytest.raises(InvalidUserError, match="batch_size"):
         repo.add_many([("a", 1)], batch_size=batch_size)  # type: ignore[arg-type]
@@ -253,6 +253,20 @@ def test_bulk_calls_refuse_a_bad_batch_size(repo: UserRepository, batch_size: ob
         repo.upsert_many([("a", 1)], batch_size=batch_size)  # type: ignore[arg-type]
     with pytest.raises(InvalidUserError, match="batch_size"):
         next(repo.iter_all(batch_size=batch_size))  # type: ignore[arg-type]
+
+
+def test_the_largest_batch_size_and_limit_every_backend_takes_are_accepted(
+    repo: UserRepository, stored: Stored
+):
+    largest = 2**63 - 1
+
+    assert repo.add_many([("a", 1), ("b", 2)], batch_size=largest) == 2
+    assert repo.upsert_many([("b", 3)], batch_size=largest).updated == 1
+    repo.commit()
+
+    assert [user.name for user in repo.iter_all(batch_size=largest)] == ["a", "b"]
+    assert [user.name for user in repo.list(limit=largest)] == ["a", "b"]
+    assert stored() == [("a", 1), ("b", 3)]
 
 
 def _upsert_rounds(url: str, worker: int, names: list[str], rounds: int) -> None:

@@ -37,7 +37,7 @@ from userstore import migrations
 APP_DIRECTORY: Final = Path(__file__).resolve().parent.parent / "examples" / "userapp"
 README: Final = (APP_DIRECTORY / "README.md").read_text(encoding="utf-8")
 
-EXPECTED_TESTS: Final = 71
+EXPECTED_TESTS: Final = 73
 """How many tests examples/userapp/tests holds (parametrized cases counted one by one)."""
 
 RUN_ONLY_REQUIREMENTS: Final = {"uvicorn"}

@@ -7,6 +7,7 @@ The fake's repository contract is checked by the contract suite itself (the
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections import Counter
 from datetime import UTC, datetime
@@ -256,6 +257,54 @@ def test_the_async_repository_streams_with_async_for_and_closes_with_async_with(
 
     assert every == [f"u{i:02d}" for i in range(30)]
     assert first == ["u00", "u01", "u02"]
+
+
+def test_a_user_whose_unit_of_work_was_dropped_is_added_as_a_new_row(store: InMemoryUserStore):
+    setup = store.repository()
+    setup.add(User(name="u", number=1))
+    setup.commit()
+    loaded = store.repository().get_one("u")
+    gc.collect()  # its unit of work is gone, as a session dropped without close()
+    other = store.repository()
+    other.add(User(name="other", number=2))
+
+    assert other.add(loaded) is loaded
+    with pytest.raises(DuplicateUserError) as raised:
+        other.commit()
+
+    assert raised.value.name == "u"
+    assert [(row.name, row.number) for row in store.rows()] == [("u", 1)]
+
+
+def test_an_upsert_that_meets_a_row_committed_meanwhile_is_stamped_after_it(
+    store: InMemoryUserStore,
+):
+    late, early = store.repository(), store.repository()
+    late.upsert_many([("shared", 1)])
+    early.upsert_many([("shared", 2)])
+    early.commit()
+    committed_by_early = store.rows()[0]
+    late.commit()
+
+    row = store.rows()[0]
+    assert (row.number, row.created_at) == (1, committed_by_early.created_at)
+    assert row.updated_at > committed_by_early.updated_at
+
+
+def test_async_calls_that_only_stage_do_not_hold_the_unit_of_work(store: InMemoryUserStore):
+    async def main() -> list[str]:
+        repo = store.async_repository()
+        await asyncio.gather(repo.add(User(name="a", number=1)), repo.add(User(name="b", number=2)))
+
+        async def count_later() -> int:
+            return await repo.count()
+
+        counted = await asyncio.create_task(count_later())  # another task, not at once: fine
+        assert counted == 2
+        await repo.commit()
+        return [user.name async for user in repo.iter_all()]
+
+    assert asyncio.run(main()) == ["a", "b"]
 
 
 _NOT_A_REPOSITORY = """

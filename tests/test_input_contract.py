@@ -79,7 +79,25 @@ def test_add_refuses_something_that_is_not_a_user(seeded: UserRepository):
         seeded.add({"name": "Ann", "number": 1})  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("limit", [-1, 2.5, "3"], ids=repr)
+@pytest.mark.parametrize("commit_the_delete", [False, True], ids=["flushed", "committed"])
+def test_adding_a_deleted_user_again_is_refused_and_a_new_user_takes_the_name(
+    repo: UserRepository, stored, commit_the_delete: bool
+):
+    jenny = repo.add(User(name="Jenny", number=1))
+    repo.commit()
+    repo.delete("Jenny")
+    if commit_the_delete:
+        repo.commit()
+
+    with pytest.raises(InvalidUserError, match="'Jenny' was deleted; build a new User"):
+        repo.add(jenny)
+
+    repo.add(User(name="Jenny", number=2))  # the unit of work goes on
+    repo.commit()
+    assert stored() == [("Jenny", 2)]
+
+
+@pytest.mark.parametrize("limit", [-1, 2.5, "3", 2**63, 10**30], ids=repr)
 def test_list_refuses_an_invalid_limit_before_sending_sql(
     seeded: UserRepository, sent_sql, limit: object
 ):

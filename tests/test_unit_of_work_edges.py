@@ -550,3 +550,33 @@ def test_a_session_of_the_other_flavour_is_refused_with_a_clear_error(engine: En
             userstore.AsyncUserRepository(session)  # type: ignore[arg-type]
         with pytest.raises(InvalidUserError, match="goes to AsyncUserRepository"):
             UserRepository(async_session)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("row_was_deleted", [False, True], ids=["row-stored", "row-deleted"])
+def test_a_user_loaded_by_an_earlier_unit_of_work_is_added_as_a_new_row(
+    open_repository: Callable[[], UserRepository],
+    stored,
+    empty_table: None,
+    row_was_deleted: bool,
+):
+    first = open_repository()
+    first.add(User(name="Jenny", number=1))
+    first.commit()
+    jenny = first.get_one("Jenny")
+    first.session.close()  # jenny is detached, her values kept
+    if row_was_deleted:
+        remover = open_repository()
+        remover.delete("Jenny")
+        remover.commit()
+
+    later = open_repository()
+    later.add(User(name="Sam", number=3))
+    later.add(jenny)  # an INSERT, whatever SQLAlchemy would do with a detached object
+    if row_was_deleted:
+        later.commit()
+        assert stored() == [("Jenny", 1), ("Sam", 3)]  # no change dropped
+    else:
+        with pytest.raises(DuplicateUserError) as raised:
+            later.commit()
+        assert raised.value.name == "Jenny"
+        assert stored() == [("Jenny", 1)]  # the unit of work was rolled back

@@ -29,6 +29,7 @@ from userstore.models import User
 from userstore.timestamps import MARIADB_UTC_NOW, POSTGRESQL_UTC_NOW, SQLITE_UTC_NOW
 from userstore.validation import (
     CONTROL_CHARACTER,
+    LIMIT_MAX,
     NAME_MAX_LENGTH,
     NUMBER_MAX,
     NUMBER_MIN,
@@ -59,9 +60,11 @@ class UpsertResult:
 
 
 def check_batch_size(batch_size: object) -> None:
-    """Raise :class:`InvalidUserError` unless ``batch_size`` is a positive int."""
+    """Raise :class:`InvalidUserError` unless ``batch_size`` is an int in 1..``LIMIT_MAX``."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidUserError(f"batch_size must be a positive int, got {batch_size!r}")
+    if batch_size > LIMIT_MAX:
+        raise InvalidUserError(f"batch_size must be at most {LIMIT_MAX}, got {batch_size}")
 
 
 def validated_batches(rows: Iterable[Row], batch_size: int) -> Iterator[Batch]:

@@ -46,7 +46,10 @@ from userstore.models import User
 
 _LEDGER_KEY: Final = "userstore.ledger"
 _LOOKUP_CHUNK: Final = 500
-_NAMES_PRESENT: Final = select(User.name).where(User.name.in_(bindparam("names", expanding=True)))
+# Ordered, so every backend names the same user (PostgreSQL returns rows in storage order).
+_NAMES_PRESENT: Final = (
+    select(User.name).where(User.name.in_(bindparam("names", expanding=True))).order_by(User.name)
+)
 
 
 _Loaded: TypeAlias = tuple[User, dict[str, object]]  # a user, and the values it holds
@@ -301,7 +304,11 @@ def _first(candidates: list[str]) -> str:
 
 
 def first_stored(session: Session, candidates: Iterable[str]) -> str | None:
-    """The first of ``candidates`` that the session's transaction sees stored, if any."""
+    """A name of ``candidates`` that the session's transaction sees stored, if any.
+
+    Candidates are looked up in chunks, in their order; of the first chunk
+    with a stored name, the least such name (code-point order), on every backend.
+    """
     iterator = iter(dict.fromkeys(candidates))
     while chunk := list(islice(iterator, _LOOKUP_CHUNK)):
         stored = session.scalars(_NAMES_PRESENT, {"names": chunk}).first()

@@ -7,9 +7,9 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, ParamSpec, TypeVar
 
-from sqlalchemy import Integer, bindparam, exists, func, inspect, select, text
+from sqlalchemy import BigInteger, bindparam, exists, func, inspect, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient
 from sqlalchemy.orm import exc as orm_exc
 from sqlalchemy.orm.attributes import instance_state
 
@@ -44,7 +44,7 @@ _EXISTS: Final = select(exists().where(User.name == bindparam("name")))
 _COUNT: Final = select(func.count()).select_from(User)
 _PAGE: Final = select(User).order_by(User.name)
 _PAGE_AFTER: Final = _PAGE.where(User.name > bindparam("after"))
-_LIMIT: Final = bindparam("limit", type_=Integer)
+_LIMIT: Final = bindparam("limit", type_=BigInteger)  # LIMIT_MAX is 2**63 - 1
 _LIST_STATEMENTS: Final = {
     (False, False): _PAGE,
     (True, False): _PAGE_AFTER,
@@ -104,20 +104,35 @@ class UserRepository:
         Args:
             user: A ``User`` built with a valid name and number.
 
+        A user loaded by an earlier unit of work (its session closed, or a
+        copy) is staged as a new row too: a duplicate if its name is still
+        stored, stored again if it was deleted meanwhile.
+
         Returns:
             The same object, now pending in the session.
 
         Raises:
             InvalidUserError: ``user`` is not a ``User``, its fields are
-                invalid, or it belongs to another open session.
+                invalid, it belongs to another open session, or it was
+                deleted (build a new ``User`` to add the name again).
             DuplicateUserError: this session holds another ``User`` of this
                 name and the database confirms it is stored; the unit of work
                 was rolled back.
         """
         if not isinstance(user, User):
             raise InvalidUserError(f"add() takes a User, got {type(user).__name__}")
-        owner = instance_state(user).session
-        if owner is not None and owner is not self._session:
+        state = instance_state(user)
+        if state.deleted or state.was_deleted:
+            raise InvalidUserError(
+                f"User {user.name!r} was deleted; build a new User to add the name again"
+            )
+        owner = state.session
+        if owner is None and state.key is not None:
+            # Loaded by an earlier unit of work: add() stages an INSERT all the
+            # same (a duplicate if the row is still stored, the user again if
+            # it was deleted), never a silent re-attachment that writes nothing.
+            make_transient(user)
+        elif owner is not None and owner is not self._session:
             raise InvalidUserError(
                 f"User {user.name!r} belongs to another session; add it there, or build a new User"
             )

@@ -16,6 +16,8 @@ from userstore.errors import InvalidUserError
 NAME_MAX_LENGTH: Final = 255
 NUMBER_MIN: Final = -(2**31)
 NUMBER_MAX: Final = 2**31 - 1
+# The largest LIMIT (and batch size) every backend and driver takes: a signed 64-bit int.
+LIMIT_MAX: Final = 2**63 - 1
 
 # Unicode category Cc: C0 controls (NUL included), DEL and the C1 controls.
 CONTROL_CHARACTER: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -103,7 +105,7 @@ def validate_limit(limit: object) -> int | None:
     """Return ``limit`` if it is ``None`` or a non-negative int, else raise.
 
     Raises:
-        InvalidUserError: ``limit`` is negative or not an int.
+        InvalidUserError: ``limit`` is negative, above :data:`LIMIT_MAX`, or not an int.
     """
     if limit is None:
         return None
@@ -111,4 +113,6 @@ def validate_limit(limit: object) -> int | None:
         raise InvalidUserError(f"limit must be an int or None, got {type(limit).__name__}")
     if limit < 0:
         raise InvalidUserError(f"limit must not be negative, got {limit}")
+    if limit > LIMIT_MAX:
+        raise InvalidUserError(f"limit must be at most {LIMIT_MAX}, got {limit}")
     return limit

@@ -24,6 +24,7 @@ import heapq
 import threading
 import weakref
 from bisect import bisect_left, bisect_right, insort
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,14 +44,16 @@ from userstore.bulk import (
     last_of_each_name,
     validated_batches,
 )
+from userstore.duplicates import _LOOKUP_CHUNK
 from userstore.errors import (
+    DatabaseError,
     DuplicateUserError,
     InvalidUserError,
     TransientDatabaseError,
     UserNotFoundError,
 )
 from userstore.models import User
-from userstore.repository import keyset_pages
+from userstore.repository import _rolled_back, keyset_pages
 from userstore.validation import validate_limit, validate_name
 
 if TYPE_CHECKING:
@@ -71,7 +74,11 @@ _REQUIRES: Final[dict[str, _Requires]] = {
 _FEW: Final = 64  # writes a commit files into the sorted names one at a time
 _STALE: Final = (
     "a user this unit of work changes was deleted or renamed by another unit of work "
-    "since it was loaded ({name!r}); the unit of work was rolled back"
+    "since it was loaded ({detail}); the unit of work was rolled back"
+)
+# What SQLAlchemy says when a flushed UPDATE finds the row gone (the real message quotes it).
+_UPDATE_MATCHED_NOTHING: Final = (
+    "UPDATE statement on table 'users' expected to update 1 row(s); 0 were matched."
 )
 
 
@@ -90,11 +97,14 @@ class _Write:
 
     ``requires`` is what the committed state held when this unit of work first
     wrote the name ("absent" for an insert, "present" for an update or delete,
-    "any" for an upsert): a commit that finds otherwise lost a race.
+    "any" for an upsert): a commit that finds otherwise lost a race. ``base``
+    is the committed row this unit of work saw then (``None``: none): an upsert
+    whose base is still the committed row at commit is stored as written.
     """
 
     row: _Stored | None
     requires: _Requires
+    base: _Stored | None = None
 
 
 class InMemoryUserStore:
@@ -118,6 +128,9 @@ class InMemoryUserStore:
         self._names: list[str] = []  # the committed names, in code-point order
         self._clock = datetime.min.replace(tzinfo=UTC)
         self._listeners: list[Callable[[str], None]] = []
+        # Reads and writes so far: the async fake yields to the event loop after
+        # a call that made any, as a database call awaits the driver.
+        self._accesses = 0
 
     def repository(self) -> InMemoryUserRepository:
         """A repository on a unit of work of its own, as a session from a factory would be."""
@@ -159,6 +172,7 @@ class InMemoryUserStore:
     # -- for the units of work ------------------------------------------------
 
     def _note(self, access: str) -> None:
+        self._accesses += 1
         for listener in self._listeners:
             listener(access)
 
@@ -180,7 +194,7 @@ class InMemoryUserStore:
                 if write.requires == "absent" and present:
                     raise DuplicateUserError(name)
                 if write.requires == "present" and not present:
-                    raise TransientDatabaseError(_STALE.format(name=name))
+                    raise TransientDatabaseError(_STALE.format(detail=repr(name)))
             self._note("COMMIT")
             # A few names are put in place one by one; many (a bulk write) in one sort.
             one_by_one = len(writes) <= _FEW
@@ -194,10 +208,11 @@ class InMemoryUserStore:
                 if current is None:
                     if one_by_one:
                         insort(self._names, name)
-                elif write.requires == "any":
+                elif write.requires == "any" and current is not write.base:
                     # An upsert meets a row another unit of work committed meanwhile:
                     # it updates that row, as the native statement would have once
-                    # that unit's lock was released (so, now).
+                    # that unit's lock was released (so, now). (Else it stores what
+                    # its statement returned, stamp included.)
                     number = row[0]
                     row = (number, current[1], self._now() if number != current[0] else current[2])
                 rows[name] = row
@@ -217,10 +232,15 @@ def _owner(user: User) -> InMemorySession | None:
     return None if reference is None else reference()
 
 
+# Users whose deletion a unit of work wrote (flushed, or committed): SQLAlchemy's
+# ``was_deleted``. An assignment to one is never written; adding one is refused.
+_DELETED: Final[weakref.WeakSet[User]] = weakref.WeakSet()
+
+
 def _noticed_assignment(target: User, _value: object, _old: object, _initiator: object) -> None:
     """Mark a user as changed in the unit of work that holds it, like the ORM's dirty set."""
     session = _owner(target)
-    if session is not None and target in session._snapshots:
+    if session is not None and target in session._snapshots and target not in _DELETED:
         session._dirty.add(target)
 
 
@@ -251,6 +271,13 @@ class InMemorySession:
             )
         self._store = store
         self.autoflush = True
+        self._in_use = False  # an async repository's call is running (one task at a time)
+        # What the real repository's ledger (userstore.duplicates) keeps, to name a
+        # duplicate the same way: names this unit's flushes wrote and deleted, and
+        # whether it made a bulk write.
+        self._flushed_names: set[str] = set()
+        self._deleted_names: set[str] = set()
+        self._bulk = False
         self._writes: dict[str, _Write] = {}
         self._own_names: builtins.list[str] | None = None  # sorted names this unit wrote a row for
         self._new: builtins.list[User] = []
@@ -327,6 +354,7 @@ class InMemorySession:
             raise
         self._writes = {}
         self._own_names = None
+        self._forget_history()
         self._written = weakref.WeakKeyDictionary()
         self._inserted = weakref.WeakSet()
         for user in self._deleted:
@@ -409,8 +437,10 @@ class InMemorySession:
         the store now instead would race another unit's commit.)
         """
         previous = self._writes.get(name)
-        requires = previous.requires if previous is not None else _REQUIRES[verb]
-        self._writes[name] = _Write(row, requires)
+        if previous is None:
+            self._writes[name] = _Write(row, _REQUIRES[verb], self._store._rows.get(name))
+        else:
+            self._writes[name] = _Write(row, previous.requires, previous.base)
         self._own_names = None
         self._store._note(f"{verb} {name!r}")
 
@@ -451,16 +481,32 @@ class InMemorySession:
         self._written.setdefault(user, name)
 
     def _flush(self) -> None:
+        changed = [user for user in self._dirty if user in self._snapshots]
+        # The names this flush sends, as the real ledger lists them: new users, then renamed.
+        sent = [user.name for user in self._new]
+        sent += [user.name for user in changed if user.name != self._snapshots[user][0]]
+        if self._bulk and sent:
+            # After a bulk write the real repository looks the names up first, in the
+            # unit of work, and names the first found (the least, in index order).
+            taken = self._first_taken(sent, self._visible)
+            if taken is not None:
+                raise DuplicateUserError(taken)
+        try:
+            self._flush_all(changed)
+        except DuplicateUserError:
+            raise DuplicateUserError(self._duplicate_after_rollback(sent)) from None
+        self._flushed_names.update(sent)
+        self._deleted_names.difference_update(sent)
+
+    def _flush_all(self, changed: builtins.list[User]) -> None:
         stamp = self._store._now()
         # Updates go first, in name order, then inserts in the order they were
         # added, as SQLAlchemy's flush sends them: a rename frees its old name.
-        changed = sorted(
-            (user for user in self._dirty if user in self._snapshots),
-            key=lambda user: self._snapshots[user][0],
-        )
-        self._dirty.clear()
-        for user in changed:
+        changed.sort(key=lambda user: self._snapshots[user][0])
+        for user in changed:  # (a failure leaves the rest dirty: the rollback restores them)
             self._flush_update(user, stamp)
+            self._dirty.discard(user)
+        self._dirty.clear()
         staged, self._new = self._new, []
         for position, user in enumerate(staged):
             name = user.name
@@ -480,7 +526,7 @@ class InMemorySession:
         if now == before:
             return  # assigned the value it had: no UPDATE
         if self._visible(old_name) is None:
-            raise TransientDatabaseError(_STALE.format(name=old_name))
+            raise TransientDatabaseError(_STALE.format(detail=_UPDATE_MATCHED_NOTHING))
         name, number, created_at, updated_at = now
         if name != old_name and self._visible(name) is not None:
             raise DuplicateUserError(name)
@@ -508,22 +554,79 @@ class InMemorySession:
         ]
         for user in [*self._new, *inserted]:
             # Users this unit of work inserted are new again, as after a session's rollback.
-            if self._identity.get(user.name) is user:
-                del self._identity[user.name]
-            self._snapshots.pop(user, None)
+            snapshot = self._snapshots.pop(user, None)
+            filed = user.name if snapshot is None else snapshot[0]
+            if self._identity.get(filed) is user:
+                del self._identity[filed]
             self._release(user)
+        for user in self._deleted:  # their deletion is undone
+            _DELETED.discard(user)
         self._new, self._dirty, self._deleted = [], set(), []
         self._writes, self._own_names = {}, None
+        self._forget_history()
         self._written = weakref.WeakKeyDictionary()
         self._inserted = weakref.WeakSet()
         for user, name in [*written, *changed]:
-            if self._identity.get(user.name) is user and user.name != name:
-                del self._identity[user.name]
+            # Unfile it from the names it took here (flushed, or assigned): it is ``name`` again.
+            snapshot = self._snapshots.get(user)
+            for filed in {user.name, name if snapshot is None else snapshot[0]}:
+                if filed != name and self._identity.get(filed) is user:
+                    del self._identity[filed]
             row = committed.get(name)
             if row is not None:
                 self._load(user, name, row)  # the stored values again
             else:
                 self._snapshots[user] = (user.name, user.number, user.created_at, user.updated_at)
+
+    def _forget_history(self) -> None:
+        """The unit of work ended: its ledger starts afresh."""
+        self._flushed_names, self._deleted_names, self._bulk = set(), set(), False
+
+    def _duplicate_among(self, names: builtins.list[str]) -> str:
+        """The name a bulk insert of ``names`` that hit a duplicate reports, as the real one does.
+
+        A name repeated in ``names`` first; else the first taken one, as
+        :func:`userstore.duplicates.name_in_transaction` finds it.
+        """
+        repeated = _repeated(names)
+        if repeated is not None:
+            return repeated
+        return self._first_taken(names, self._visible) or _first(names)
+
+    def _duplicate_after_rollback(self, sent: builtins.list[str]) -> str:
+        """The name a flush that hit a duplicate reports, as the real one does.
+
+        As :func:`userstore.duplicates.name_from_history`: a name sent twice;
+        else one this unit of work wrote earlier; else one that is committed
+        (not counting names this unit deleted, which the rollback restores).
+        """
+        repeated = _repeated(sent)
+        if repeated is not None:
+            return repeated
+        for name in sent:
+            if name in self._flushed_names:
+                return name
+        committed = self._store._rows.get
+        remaining = [name for name in sent if name not in self._deleted_names]
+        return self._first_taken(remaining, committed) or _first(sent)
+
+    @staticmethod
+    def _first_taken(
+        names: builtins.list[str], row_of: Callable[[str], _Stored | None]
+    ) -> str | None:
+        """The taken name the real lookup finds first, or ``None``.
+
+        It asks in chunks, in the order of ``names``, and takes the first row
+        of the first chunk that has any: the least name of that chunk on SQLite
+        and MariaDB, which answer in index order. (PostgreSQL may answer in
+        the order its rows were stored, so the real one may name another.)
+        """
+        unique = iter(dict.fromkeys(names))
+        while chunk := builtins.list(islice(unique, _LOOKUP_CHUNK)):
+            taken = [name for name in chunk if row_of(name) is not None]
+            if taken:
+                return min(taken)
+        return None
 
     def _sorted_own_names(self) -> builtins.list[str]:
         if self._own_names is None:
@@ -573,6 +676,7 @@ class InMemorySession:
             identity=dict(self._identity.items()),
             snapshots={user: self._snapshots[user] for user in users if user in self._snapshots},
             written=dict(self._written.items()),
+            history=(set(self._flushed_names), set(self._deleted_names), self._bulk),
             values={
                 user: (user.name, user.number, user.created_at, user.updated_at) for user in users
             },
@@ -582,6 +686,9 @@ class InMemorySession:
         for user in self._held():
             if user not in state.values:
                 self._release(user)
+        for user in self._deleted:
+            if user not in state.deleted:  # deleted after the savepoint: not any more
+                _DELETED.discard(user)
         self._writes, self._own_names = dict(state.writes), None
         self._new, self._deleted = builtins.list(state.new), builtins.list(state.deleted)
         self._dirty = set()
@@ -589,11 +696,22 @@ class InMemorySession:
         self._identity = weakref.WeakValueDictionary(state.identity)
         self._snapshots = weakref.WeakKeyDictionary(state.snapshots)
         self._written = weakref.WeakKeyDictionary(state.written)
+        flushed, deleted, self._bulk = state.history
+        self._flushed_names, self._deleted_names = set(flushed), set(deleted)
         for user, values in state.values.items():
             _set_values(user, values)
 
 
 _FIELDS: Final = ("name", "number", "created_at", "updated_at")
+
+
+def _repeated(names: builtins.list[str]) -> str | None:
+    """The first name given more than once, by first sight (as the real ledger's rule)."""
+    return next((name for name, seen in Counter(names).items() if seen > 1), None)
+
+
+def _first(names: builtins.list[str]) -> str:
+    return names[0] if names else "<unknown>"
 
 
 def _set_values(user: User, values: _Snapshot) -> None:
@@ -611,6 +729,7 @@ class _SavepointState:
     identity: dict[str, User]
     snapshots: dict[User, _Snapshot]
     written: dict[User, str]
+    history: tuple[set[str], set[str], bool]
     values: dict[User, _Snapshot]
 
 
@@ -689,13 +808,20 @@ class InMemoryUserRepository:
         """Stage a new user; see :meth:`userstore.UserRepository.add`.
 
         Raises:
-            InvalidUserError: ``user`` is not a ``User``, has no name, or
-                belongs to another unit of work or session.
+            InvalidUserError: ``user`` is not a ``User``, has no name,
+                belongs to another unit of work or session, or was deleted
+                (build a new ``User`` to add the name again). A user loaded
+                by a unit of work that has ended is staged as a new row, as
+                the real repository stages it.
             DuplicateUserError: this unit of work holds another loaded user of
                 this name and it is stored; the unit of work was rolled back.
         """
         if not isinstance(user, User):
             raise InvalidUserError(f"add() takes a User, got {type(user).__name__}")
+        if user in _DELETED:
+            raise InvalidUserError(
+                f"User {user.name!r} was deleted; build a new User to add the name again"
+            )
         session = self._session
         owner = _owner(user)
         if owner is session:
@@ -785,7 +911,11 @@ class InMemoryUserRepository:
         session._write(name, None, "DELETE")
         if session._identity.get(name) is user:
             del session._identity[name]
+        session._dirty.discard(user)  # (the delete wins over an unflushed assignment)
         session._deleted.append(user)
+        session._flushed_names.discard(name)
+        session._deleted_names.add(name)
+        _DELETED.add(user)
 
     def list(self, *, after: str | None = None, limit: int | None = None) -> builtins.list[User]:
         """Return users in code-point order of name, one keyset page at a time.
@@ -827,10 +957,13 @@ class InMemoryUserRepository:
         def insert(batch: Batch) -> None:
             nonlocal inserted
             session = self._session
+            seen: set[str] = set()
+            for name, _ in batch:
+                if name in seen or session._visible(name) is not None:
+                    raise DuplicateUserError(session._duplicate_among([n for n, _ in batch]))
+                seen.add(name)
             stamp = self._store._now()
             for name, number in batch:
-                if session._visible(name) is not None:
-                    raise DuplicateUserError(name)
                 session._write(name, (number, stamp, stamp), "INSERT")
             inserted += len(batch)
 
@@ -901,17 +1034,19 @@ class InMemoryUserRepository:
         try:
             for batch in batches:
                 write(batch)
+                session._bulk = True
                 self._refresh_loaded(name for name, _ in batch)
-        except InvalidUserError:
-            if savepoint is not None:
-                session._restore(savepoint)
-            raise
         except DuplicateUserError:
             session._discard()
             raise
+        except DatabaseError as exc:  # (raised by the input): the unit of work is rolled back
+            session._discard()
+            raise _rolled_back(exc, "memory") from exc
         except BaseException as exc:
             if not isinstance(exc, Exception):  # nothing of an interrupted call is kept
                 session._discard()
+            elif savepoint is not None:  # a bad row, or an input that broke: this call only
+                session._restore(savepoint)
             raise
 
     def _refresh_loaded(self, names: Iterable[str]) -> None:

@@ -52,6 +52,7 @@ def test_json_rows_are_read_with_a_missing_number_as_none():
     ("body", "message"),
     [
         (b"[", "the body is not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "the body is not valid JSON: nested too deeply"),
         (b'{"name": "Jenny"}', "the body must be a JSON list, got dict"),
         (b'["Jenny"]', "item 0: expected an object, got 'Jenny'"),
         (b'[{"number": 1}]', "item 0: expected keys name and number, got ['number']"),

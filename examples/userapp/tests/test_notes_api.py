@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from userstore import AsyncUserRepository, User
 
 
 async def _add_user(client: httpx.AsyncClient, name: str) -> None:
@@ -35,6 +36,20 @@ async def test_a_user_without_notes_lists_none(client):
 
 
 async def test_a_note_about_a_missing_user_is_404_and_stores_nothing(client, stored):
+    response = await client.post("/users/nobody/notes", json={"body": "hello"})
+
+    assert response.status_code == 404
+    assert response.json()["name"] == "nobody"
+    assert await stored("SELECT COUNT(*) FROM notes") == [(0,)]
+
+
+async def test_a_user_deleted_between_the_check_and_the_insert_is_404_not_500(
+    client, stored, monkeypatch
+):
+    async def found_a_moment_ago(self: AsyncUserRepository, name: str) -> User:
+        return User(name=name, number=None)  # then a delete committed: the row is gone
+
+    monkeypatch.setattr(AsyncUserRepository, "get_one", found_a_moment_ago)
     response = await client.post("/users/nobody/notes", json={"body": "hello"})
 
     assert response.status_code == 404

@@ -83,6 +83,8 @@ def rows_from_json(body: bytes) -> list[Mapping[str, Any]]:
         payload = json.loads(_text(body))
     except json.JSONDecodeError as exc:
         raise InvalidUserError(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # [[[[...]]]]: the parser's stack, not a server fault
+        raise InvalidUserError("the body is not valid JSON: nested too deeply") from None
     if not isinstance(payload, list):
         raise InvalidUserError(f"the body must be a JSON list, got {type(payload).__name__}")
     rows: list[Mapping[str, Any]] = []

@@ -16,7 +16,7 @@ from typing import Final
 
 from sqlalchemy import ForeignKey, MetaData, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from userstore import AsyncUserRepository, User
+from userstore import AsyncUserRepository, DatabaseError, User, UserNotFoundError
 from userstore.app_alembic import USER_NAME_TYPE
 
 BODY_MAX_LENGTH: Final = 1000
@@ -47,6 +47,10 @@ class Note(Base):
     body: Mapped[str] = mapped_column(String(BODY_MAX_LENGTH))
 
 
+# A foreign-key violation (the referenced user is gone), as each backend codes it.
+_NO_SUCH_USER: Final = frozenset({"23503", 1452, "SQLITE_CONSTRAINT_FOREIGNKEY"})
+
+
 async def add_note(repo: AsyncUserRepository, name: str, body: str) -> Note:
     """Stage a note about the user called ``name``, in the repository's unit of work.
 
@@ -56,7 +60,13 @@ async def add_note(repo: AsyncUserRepository, name: str, body: str) -> Note:
     await repo.get_one(name)  # a 404 instead of a foreign-key failure
     note = Note(user_name=name, body=body)
     repo.session.add(note)
-    await repo.session.flush()  # the id, from the database
+    try:
+        await repo.session.flush()  # the id, from the database
+    except DatabaseError as error:
+        # The user was there a moment ago; a delete committed in between.
+        if error.code in _NO_SUCH_USER:
+            raise UserNotFoundError(name) from error
+        raise
     return note
 
 
