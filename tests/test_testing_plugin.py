@@ -10,7 +10,11 @@ throwaway database the run made.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -235,7 +239,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from userstore import User
+from userstore import User, migrations
 
 
 def test_a_raw_commit_through_the_session_leaks(user_repository):
@@ -262,8 +266,17 @@ def test_ddl_in_the_test_leaks_on_mariadb_only(user_repository):
     user_repository.session.execute(text("CREATE TABLE leaky_table (id INTEGER PRIMARY KEY)"))
 
 
+def test_migrating_userstore_down_leaks(userstore_engine):
+    migrations.downgrade(userstore_engine, "0001_users")
+
+
+def test_a_sync_test_cannot_use_the_async_fixtures(async_user_repository):
+    pass
+
+
 def test_the_next_test_starts_clean(user_repository, userstore_engine):
     Path({DATABASE_NOTE!r}).write_text(userstore_engine.url.database)
+    migrations.assert_current(userstore_engine)
     assert user_repository.count() == 0
     assert "leaky_table" not in inspect(user_repository.session.connection()).get_table_names()
 
@@ -363,8 +376,8 @@ def test_a_test_that_commits_for_real_fails_and_the_tests_after_it_start_clean(
 
     result = _run(app_dir, server_url)
 
-    leaks = 4 if mariadb else 3
-    result.assert_outcomes(passed=6, errors=leaks)
+    leaks = 5 if mariadb else 4
+    result.assert_outcomes(passed=7, errors=leaks + 1)
     output = result.stdout.str()
     assert output.count("userstore.testing: this test broke test isolation.") == leaks
     assert output.count("The database was put back as it was before the test") == leaks
@@ -386,6 +399,59 @@ def test_a_test_that_commits_for_real_fails_and_the_tests_after_it_start_clean(
             ]
         )
     result.stdout.fnmatch_lines(["ERROR test_leaky.py::test_a_commit_on_a_connection_of_its_own*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_migrating_userstore_down_leaks*",
+            "  - column users.created_at was dropped",
+            "  - column users.updated_at was dropped",
+            "  - rows of table userstore_alembic_version were changed",
+            "*migrations*",
+            "The database was put back as it was before the test, for the tests after it.",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_a_sync_test_cannot_use_the_async_fixtures*",
+            "E * userstore.errors.ConfigurationError: userstore.testing: "
+            "test_a_sync_test_cannot_use_the_async_fixtures is not an async test run by "
+            "pytest-asyncio*",
+        ]
+    )
+    _assert_dropped(app_dir, server_url)
+
+
+WAITS_TO_BE_TERMINATED = f"""
+import time
+from pathlib import Path
+
+
+def test_waits_to_be_terminated(user_repository, userstore_engine):
+    Path({DATABASE_NOTE!r}).write_text(userstore_engine.url.database)
+    time.sleep(60)
+"""
+
+
+def test_a_run_ended_by_sigterm_still_drops_its_database(
+    app_dir: pytest.Pytester, server_url: str | None
+):
+    app_dir.makepyfile(test_slow=WAITS_TO_BE_TERMINATED)
+    url_args = () if server_url is None else (f"--userstore-url={server_url}",)
+    with subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", PLUGIN, *url_args],
+        cwd=app_dir.path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as process:
+        note = app_dir.path / DATABASE_NOTE
+        deadline = time.monotonic() + 30
+        while not note.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        process.send_signal(signal.SIGTERM)  # (as `timeout` or a CI runner cancelling a job)
+        output, _ = process.communicate(timeout=30)
+
+    assert b"KeyboardInterrupt: SIGTERM" in output
     _assert_dropped(app_dir, server_url)
 
 
@@ -433,6 +499,304 @@ def test_rows_an_app_seeded_before_the_tests_are_checked_and_put_back(
             "  - rows of table users were changed",
             "*ERROR at teardown of test_a_committed_insert_beside_the_seed_leaks*",
             "  - table users held 1 rows, now 2",
+        ]
+    )
+
+
+APP_SCHEMA_CONFTEST = """
+import pytest
+import sqlalchemy as sa
+
+from userstore import migrations
+
+
+def describe(engine):
+    \"\"\"The database as a test would see it: tables, columns, indexes, keys, rows, revision.\"\"\"
+    inspector = sa.inspect(engine)
+    shape = {
+        table: (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
+            sorted(index["name"] for index in inspector.get_indexes(table)),
+            sorted(
+                (tuple(key["constrained_columns"]), key["referred_table"])
+                for key in inspector.get_foreign_keys(table)
+            ),
+        )
+        for table in sorted(inspector.get_table_names())
+    }
+    metadata = sa.MetaData()
+    metadata.reflect(engine)
+    with engine.connect() as connection:
+        rows = {
+            name: sorted(map(repr, connection.execute(sa.select(table))))
+            for name, table in metadata.tables.items()
+        }
+    return shape, rows, migrations.current(engine)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def set_up(userstore_engine):
+    \"\"\"The app's own setup: a table referencing users, an index, a user and a note.\"\"\"
+    metadata = sa.MetaData()
+    users = sa.Table("users", metadata, autoload_with=userstore_engine)
+    notes = sa.Table(
+        "notes",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("user_name", users.c.name.type, sa.ForeignKey("users.name"), nullable=False),
+        sa.Column("body", sa.String(100), index=True),
+        mariadb_engine="InnoDB",
+        mariadb_charset="utf8mb4",
+        mariadb_collate="utf8mb4_nopad_bin",  # (users.name's: a foreign key needs the same)
+    )
+    with userstore_engine.begin() as connection:
+        notes.create(connection)
+        connection.execute(users.insert().values(name="seed", number=1))
+        connection.execute(notes.insert().values(id=1, user_name="seed", body="hello"))
+    return describe(userstore_engine)
+
+
+@pytest.fixture
+def as_set_up(set_up, userstore_engine):
+    return lambda: describe(userstore_engine) == set_up
+"""
+
+SCHEMA_LEAKS = """
+import sqlalchemy as sa
+
+from userstore import User, migrations
+
+LEFT_OPEN = []
+
+
+def test_01_alters_users_on_a_connection_of_its_own(userstore_engine):
+    with userstore_engine.begin() as connection:
+        connection.execute(sa.text("ALTER TABLE users ADD COLUMN extra INT NULL"))
+
+
+def test_02_runs_on_the_database_as_set_up(as_set_up):
+    assert as_set_up()
+
+
+def test_03_creates_an_index_and_a_table_on_a_connection_of_its_own(userstore_engine):
+    with userstore_engine.begin() as connection:
+        connection.execute(sa.text("CREATE INDEX ix_users_number ON users (number)"))
+        connection.execute(sa.text("CREATE TABLE scratch (id INT)"))
+
+
+def test_04_runs_on_the_database_as_set_up(as_set_up):
+    assert as_set_up()
+
+
+def test_05_drops_a_column_of_users(userstore_engine):
+    with userstore_engine.begin() as connection:
+        on_notes = " ON notes" if connection.dialect.name == "mariadb" else ""
+        connection.execute(sa.text(f"DROP INDEX ix_notes_body{on_notes}"))
+        connection.execute(sa.text("ALTER TABLE users DROP COLUMN updated_at"))
+
+
+def test_06_runs_on_the_database_as_set_up(as_set_up, userstore_engine):
+    migrations.assert_current(userstore_engine)
+    assert as_set_up()
+
+
+def test_07_drops_the_apps_table_and_changes_the_seed(userstore_engine):
+    with userstore_engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE notes"))
+        connection.execute(sa.text("UPDATE users SET number = 2 WHERE name = 'seed'"))
+
+
+def test_08_runs_on_the_database_as_set_up(as_set_up, user_repository):
+    assert as_set_up()
+    assert user_repository.get_one("seed").number == 1
+
+
+def test_09_ddl_through_its_session_leaks_on_mariadb_only(user_repository):
+    session = user_repository.session
+    session.execute(sa.text("CREATE TABLE scratch (id INT)"))
+    session.execute(sa.text("ALTER TABLE users ADD COLUMN extra INT NULL"))
+    session.execute(sa.text("CREATE INDEX ix_users_number ON users (number)"))
+
+
+def test_10_runs_on_the_database_as_set_up(as_set_up):
+    assert as_set_up()
+
+
+def test_11_leaves_a_transaction_open_on_a_connection_of_its_own(userstore_engine):
+    connection = userstore_engine.connect()
+    connection.execute(sa.text("INSERT INTO users (name) VALUES ('ada')"))
+    LEFT_OPEN.append(connection)
+
+
+def test_12_writes_the_same_name_without_waiting(user_repository):
+    user_repository.add(User(name="ada"))
+    user_repository.commit()
+"""
+
+# PostgreSQL: a schema of the app's, committed.
+SCHEMA_OF_ITS_OWN = """
+import sqlalchemy as sa
+
+
+def test_commits_a_schema_a_table_and_rows(userstore_engine):
+    with userstore_engine.begin() as connection:
+        connection.execute(sa.text("CREATE SCHEMA app"))
+        connection.execute(sa.text("CREATE TABLE app.audit (id int)"))
+        connection.execute(sa.text("INSERT INTO app.audit VALUES (1)"))
+
+
+def test_the_schema_is_gone(as_set_up, userstore_engine):
+    assert "app" not in sa.inspect(userstore_engine).get_schema_names()
+    assert as_set_up()
+"""
+
+# SQLite (the default URL names the throwaway file): a test that asks for the URL only.
+ENGINE_OF_ITS_OWN = """
+import sqlalchemy as sa
+
+
+def test_writes_through_an_engine_of_its_own(userstore_url):
+    engine = sa.create_engine(userstore_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO users (name) VALUES ('own')"))
+    engine.dispose()
+
+
+def test_the_row_is_gone(as_set_up):
+    assert as_set_up()
+"""
+
+BROKE_ISOLATION = "userstore.testing: this test broke test isolation."
+PUT_BACK = "The database was put back as it was before the test, for the tests after it."
+
+
+def test_committed_schema_changes_are_reported_and_undone_and_later_tests_find_the_apps_setup(
+    app_dir: pytest.Pytester, server_url: str | None
+):
+    backend = "sqlite" if server_url is None else backend_of(server_url)
+    app_dir.makeconftest(APP_SCHEMA_CONFTEST)
+    app_dir.makepyfile(test_schema_leaks=SCHEMA_LEAKS)
+    extra = {"postgresql": SCHEMA_OF_ITS_OWN, "sqlite": ENGINE_OF_ITS_OWN}.get(backend)
+    if extra is not None:
+        app_dir.makepyfile(test_extra=extra)
+
+    result = _run(app_dir, server_url)
+
+    # Every leaky test errors at teardown; the tests after it pass, but on SQLite, where the
+    # plugin cannot end the transaction test_11 leaves open, test_12 errors at setup instead.
+    leaks = 5 + (backend == "mariadb") + (extra is not None)
+    blocked = backend == "sqlite"
+    result.assert_outcomes(passed=12 - blocked + 2 * (extra is not None), errors=leaks + blocked)
+    output = result.stdout.str()
+    assert output.count(BROKE_ISOLATION) == leaks
+    assert output.count(PUT_BACK) == leaks - 1  # (test_11's leaves nothing to put back)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_01_alters_users_on_a_connection_of_its_own*",
+            "  - column users.extra was created",
+            "Something committed for real: an explicit COMMIT, DDL on MariaDB*migrations*",
+            PUT_BACK,
+            "*ERROR at teardown of test_03_creates_an_index_and_a_table_on_*",
+            "  - table scratch was created",
+            "  - index users.ix_users_number was created",
+            "*ERROR at teardown of test_05_drops_a_column_of_users*",
+            "  - column users.updated_at was dropped",
+            "  - index notes.ix_notes_body was dropped",
+            "*ERROR at teardown of test_07_drops_the_apps_table_and_changes_the_seed*",
+            "  - table notes was dropped",
+            "  - rows of table users were changed",
+            "*ERROR at teardown of test_11_leaves_a_transaction_open_on_a_connection_of_its_own*",
+            "It left a transaction open on a connection of its own*",
+        ]
+    )
+    if backend == "mariadb":
+        result.stdout.fnmatch_lines(
+            [
+                "*ERROR at teardown of test_09_ddl_through_its_session_leaks_on_mariadb_only*",
+                "  - table scratch was created",
+                "  - column users.extra was created",
+                "  - index users.ix_users_number was created",
+            ]
+        )
+    if backend == "sqlite":
+        result.stdout.fnmatch_lines(
+            [
+                "*ERROR at teardown of test_writes_through_an_engine_of_its_own*",
+                "  - table users held 1 rows, now 2",
+            ]
+        )
+        result.stdout.fnmatch_lines(
+            [
+                "SQLite: the plugin cannot end it*",
+                "*ERROR at setup of test_12_writes_the_same_name_without_waiting*",
+                "userstore.testing: the test database is still locked by the transaction "
+                "test_schema_leaks.py::test_11_leaves_a_transaction_open_* left open*",
+            ]
+        )
+    else:
+        result.stdout.fnmatch_lines(["The plugin ended that connection."])
+    if backend == "postgresql":
+        result.stdout.fnmatch_lines(
+            [
+                "*ERROR at teardown of test_commits_a_schema_a_table_and_rows*",
+                "  - schema app was created",
+            ]
+        )
+
+
+BIG_TABLE_CONFTEST = """
+import pytest
+import sqlalchemy as sa
+
+
+@pytest.fixture(scope="session")
+def big_table(userstore_engine):
+    with userstore_engine.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE big (id INTEGER PRIMARY KEY)"))
+        connection.execute(
+            sa.text("INSERT INTO big (id) VALUES (:id)"), [{"id": i} for i in range(10_001)]
+        )
+"""
+
+CHANGES_A_BIG_TABLE = """
+import sqlalchemy as sa
+
+
+def test_1_deletes_a_row_of_a_big_table(big_table, userstore_engine):
+    with userstore_engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM big WHERE id = 0"))
+
+
+def test_2_would_run_on_a_changed_database(big_table, user_repository):
+    pass
+
+
+def test_3_needs_no_database():
+    pass
+"""
+
+
+def test_a_database_that_cannot_be_put_back_fails_every_later_test_that_uses_it(
+    app_dir: pytest.Pytester,
+):
+    # (SQLite only: what is put back and how it is checked is the same on every backend.)
+    app_dir.makeconftest(BIG_TABLE_CONFTEST)
+    app_dir.makepyfile(test_big=CHANGES_A_BIG_TABLE)
+
+    result = app_dir.runpytest_subprocess("-p", PLUGIN)
+
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_1_deletes_a_row_of_a_big_table*",
+            "  - table big held 10001 rows, now 10000",
+            "Putting the database back failed (table big held 10001 rows, now 10000): every "
+            "later test that uses the database fails.",
+            "*ERROR at setup of test_2_would_run_on_a_changed_database*",
+            "userstore.testing: the test database could not be put back after "
+            "test_big.py::test_1_deletes_a_row_of_a_big_table changed it outside its "
+            "transaction (table big held 10001 rows, now 10000); this test would run on a "
+            "changed database.",
         ]
     )
 

@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from userstore.errors import ConfigurationError
 from userstore.testing._isolation import TEARDOWN_ERRORS, note_teardown_problem
 
 if TYPE_CHECKING:
@@ -28,7 +29,19 @@ async def async_user_session_factory(
 
     Settings as :func:`userstore.create_async_session_factory`'s; ``commit()``
     and ``rollback()`` of a session release or roll back a savepoint.
+
+    Raises:
+        ConfigurationError: the test is not an ``async def`` test run by
+            pytest-asyncio (a sync test could not await the sessions).
     """
+    if not pytest_asyncio.is_async_test(request.node):
+        raise ConfigurationError(
+            f"userstore.testing: {request.node.name} is not an async test run by "
+            "pytest-asyncio, so it cannot await async_user_session_factory / "
+            "async_user_repository: make it an 'async def' test (marked with "
+            "@pytest.mark.asyncio unless asyncio_mode = auto), or use user_session_factory / "
+            "user_repository"
+        )
     connection = await userstore_async_engine.connect()
     transaction = await connection.begin()
     yield async_sessionmaker(

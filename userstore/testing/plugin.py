@@ -19,13 +19,18 @@ Enable it with ``pytest_plugins = ["userstore.testing"]`` in the app's root
 - ``user_repository`` / ``async_user_repository`` (function): a repository on
   a session of that factory, closed after the test.
 
-After every test that uses the database, the plugin checks that the database
-is as it was before the test (tables and rows, see
+After every test that requests any of these fixtures, the plugin checks that
+the database is as it was before the test (its shape: schemas, tables,
+columns, indexes, constraints; and its rows, version tables included; see
 :mod:`userstore.testing._isolation`). If not, something committed outside the
 test's transaction: the test gets an error naming what changed, and the
-database is put back for the tests after it.
+database is put back for the tests after it, or, when that fails, every later
+test that uses it fails at setup. A transaction the test left open on a
+connection of its own is reported, and ended on PostgreSQL and MariaDB.
+SIGTERM interrupts the run like Ctrl-C, so the throwaway database is dropped.
 
-The async fixtures need pytest-asyncio (auto or strict mode).
+The async fixtures need pytest-asyncio (auto or strict mode) and serve only
+the ``async def`` tests it runs.
 
 (PYTEST_DONT_REWRITE: nothing here asserts, and an app may import this module
 before pytest registers it as a plugin.)
@@ -34,7 +39,9 @@ before pytest registers it as a plugin.)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+import threading
+from collections.abc import Collection, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +58,9 @@ from userstore.testing._isolation import (
     TEARDOWN_ERRORS,
     Snapshot,
     changes,
+    end_transactions,
     note_teardown_problem,
+    open_transactions,
     restore,
     take_snapshot,
     teardown_problems,
@@ -131,6 +140,8 @@ class ThrowawayDatabase:
     url: URL
     checker: Engine  # (an engine of the plugin's own, without a pool)
     snapshot: Snapshot | None = None
+    broken: str | None = None  # why later tests cannot run on it
+    locked_by: str | None = None  # SQLite: the test that left its write lock held
 
 
 @pytest.fixture(scope="session")
@@ -150,25 +161,112 @@ def _userstore_database(
             )
         if failure is not None:  # (outside the except: the driver's traceback says nothing more)
             pytest.fail(failure, pytrace=False)
-        checker = create_engine(url, poolclass=NullPool)
+        checker = create_engine(url, pool_size=1, max_overflow=2)
         stack.callback(checker.dispose)
+        _interrupt_on_sigterm(stack)
         yield ThrowawayDatabase(url, checker)
+
+
+def _interrupt_on_sigterm(stack: ExitStack) -> None:
+    """Make SIGTERM (``timeout``, a CI runner cancelling) interrupt the run like Ctrl-C.
+
+    pytest then tears the fixtures down, so the throwaway database is dropped
+    instead of left on the server. Only when nothing else handles SIGTERM.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def interrupt(_signal: int, _frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    stack.callback(signal.signal, signal.SIGTERM, signal.SIG_DFL)
+
+
+# Every fixture of the plugin: a test that requests any of them is checked.
+_PLUGIN_FIXTURES: Final = frozenset(
+    {
+        _DATABASE_FIXTURE,
+        "userstore_url",
+        "userstore_engine",
+        "userstore_async_engine",
+        "user_session_factory",
+        "async_user_session_factory",
+        "user_repository",
+        "async_user_repository",
+    }
+)
+
+
+def _unusable(database: ThrowawayDatabase) -> str | None:
+    """Why the database cannot serve the next test, if it cannot."""
+    if database.broken is not None:
+        return database.broken
+    if database.locked_by is not None:
+        if open_transactions(database.checker):
+            return (
+                f"userstore.testing: the test database is still locked by the transaction "
+                f"{database.locked_by} left open on a connection of its own; this test "
+                f"would wait for it."
+            )
+        database.locked_by = None
+    return None
 
 
 @pytest.fixture(autouse=True)
 def _userstore_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that changed the database outside its transaction, and undo the change."""
-    if _DATABASE_FIXTURE not in getattr(request.node, "fixturenames", ()):
+    if _PLUGIN_FIXTURES.isdisjoint(getattr(request.node, "fixturenames", ())):
         yield
         return
     database: ThrowawayDatabase = request.getfixturevalue(_DATABASE_FIXTURE)
+    unusable = _unusable(database)
+    if unusable is not None:
+        pytest.fail(unusable, pytrace=False)
     before = database.snapshot = take_snapshot(database.checker, database.snapshot)
+    already_open = open_transactions(database.checker)  # (the app's own, say: not this test's)
     problems = teardown_problems(request)
     yield
+    lines = _check(database, before, already_open.keys(), request.node.nodeid, problems)
+    if lines:
+        pytest.fail("\n".join(lines), pytrace=False)
+
+
+def _check(
+    database: ThrowawayDatabase,
+    before: Snapshot,
+    already_open: Collection[object],
+    test: str,
+    problems: list[str],
+) -> list[str]:
+    """What the test broke, after undoing what can be; empty when it broke nothing."""
+    left_open = {
+        id_: about
+        for id_, about in open_transactions(database.checker).items()
+        if id_ not in already_open
+    }
+    if database.url.get_backend_name() != "sqlite":
+        end_transactions(database.checker, left_open)
+    elif left_open:
+        database.locked_by = test
     changed = changes(database.checker, before)
-    if not changed and not problems:
-        return
+    if not changed and not problems and not left_open:
+        return []
     lines = ["userstore.testing: this test broke test isolation."]
+    if left_open:
+        lines.append(
+            "It left a transaction open on a connection of its own (never committed or "
+            "closed); the tests after it would wait on its locks:"
+        )
+        lines += [f"  - {line}" for line in left_open.values()]
+        lines.append(
+            "The plugin ended that connection."
+            if database.locked_by is None
+            else "SQLite: the plugin cannot end it; the tests that use the database fail "
+            "while it holds the write lock."
+        )
     if changed:
         lines.append(
             "It changed the database outside its transaction, so the rollback after it "
@@ -177,24 +275,40 @@ def _userstore_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
         lines += [f"  - {line}" for line in changed]
         lines.append(
             "Something committed for real: an explicit COMMIT, DDL on MariaDB (which commits "
-            "implicitly), or a connection other than the sessions of user_session_factory / "
-            "async_user_session_factory."
+            "implicitly), migrations, or a connection other than the sessions of "
+            "user_session_factory / async_user_session_factory."
         )
     if problems:
         lines.append("Its transaction could not be ended cleanly:")
         lines += [f"  - {line}" for line in problems]
-    if changed:
-        try:
-            kept = restore(database.checker, before)
-        except TEARDOWN_ERRORS as exc:
-            lines.append(f"Putting the database back failed, later tests may fail too: {exc}")
-        else:
-            lines.append(
-                f"The rows of {', '.join(kept)} could not be put back (too many to keep)."
-                if kept
-                else "The database was put back as it was before the test, for the tests after it."
-            )
-    pytest.fail("\n".join(lines), pytrace=False)
+    if changed and database.locked_by is None:
+        lines.append(_put_back(database, before, test))
+    elif changed:
+        lines.append(
+            "The database cannot be put back while that connection holds the write lock: "
+            "every later test that uses the database fails."
+        )
+        database.broken = (
+            f"userstore.testing: the test database could not be put back after {test}, "
+            "which left it changed and locked; this test would run on a changed database."
+        )
+    return lines
+
+
+def _put_back(database: ThrowawayDatabase, before: Snapshot, test: str) -> str:
+    try:
+        restore(database.checker, before)
+    except TEARDOWN_ERRORS as exc:
+        database.broken = (
+            f"userstore.testing: the test database could not be put back after {test} "
+            f"changed it outside its transaction ({exc}); this test would run on a changed "
+            "database."
+        )
+        return (
+            f"Putting the database back failed ({exc}): every later test that uses the "
+            "database fails."
+        )
+    return "The database was put back as it was before the test, for the tests after it."
 
 
 @pytest.fixture(scope="session")
