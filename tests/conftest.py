@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -18,8 +20,14 @@ from tests.flavours import FLAVOURS, FlavouredEngine, FlavouredStore
 from tests.schema import create_schema
 from userstore.testing import InMemoryUserStore
 
-# pytester runs an app's own test files against userstore.testing in a subprocess.
+# pytester runs an app's own test files against userstore.testing in a subprocess. Its
+# fixture removes, after each test, the modules that test imported first: a driver first
+# imported there would come back as new classes that SQLAlchemy's dialects do not know, so
+# the drivers are imported here, once, whatever tests a run selects.
 pytest_plugins = ["pytester"]
+for _driver in ("psycopg", "pymysql", "asyncpg", "asyncmy", "aiosqlite"):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_driver)
 
 # Hypothesis profiles: "ci" (the default) finishes the model-based test in about
 # a minute per backend; "long" (--hypothesis-profile=long) hunts for much longer.

@@ -26,7 +26,17 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 import pytest
-from sqlalchemy import Connection, Engine, MetaData, Table, func, select, text
+from sqlalchemy import (
+    Connection,
+    DefaultClause,
+    Engine,
+    MetaData,
+    Table,
+    TextClause,
+    func,
+    select,
+    text,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.schema import CreateSchema, DropSchema
 
@@ -180,7 +190,25 @@ def _reflect(connection: Connection, shape: Shape) -> MetaData:
     default = connection.dialect.default_schema_name
     for schema in sorted(_schemas(shape) - {default or ""}):
         metadata.reflect(connection, schema=schema)
+    if connection.dialect.name == "sqlite":
+        _parenthesize_defaults(metadata)
     return metadata
+
+
+def _parenthesize_defaults(metadata: MetaData) -> None:
+    """Wrap reflected SQLite column defaults in parentheses, so they can be created again.
+
+    SQLAlchemy 2.0 reflects ``DEFAULT (strftime(...))`` without its parentheses
+    and would render ``DEFAULT strftime(...)``, which SQLite refuses; SQLite
+    takes any default in parentheses, a literal too.
+    """
+    for table in metadata.tables.values():
+        for column in table.columns:
+            clause = column.server_default
+            if isinstance(clause, DefaultClause) and isinstance(clause.arg, TextClause):
+                sql = clause.arg.text.strip()
+                if not (sql.startswith("(") and sql.endswith(")")):
+                    column.server_default = DefaultClause(text(f"({sql})"))
 
 
 def _rows(connection: Connection, table: Table) -> list[tuple[object, ...]]:
