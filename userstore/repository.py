@@ -25,7 +25,7 @@ from userstore.bulk import (
     upsert_batch,
     validated_batches,
 )
-from userstore.db_errors import classify, is_unique_violation
+from userstore.db_errors import backend_of, classify, is_unique_violation
 from userstore.errors import (
     DatabaseError,
     DuplicateUserError,
@@ -35,6 +35,7 @@ from userstore.errors import (
     UserStoreError,
 )
 from userstore.models import User
+from userstore.observability.calls import observed, outside_the_call
 from userstore.sqlite import write_intent
 from userstore.validation import validate_limit, validate_name
 
@@ -75,7 +76,9 @@ class UserRepository:
     atomically; reads autoflush staged changes first, so they see them. When the
     database rejects a unit of work, whichever call sent it raises a
     :class:`~userstore.errors.UserStoreError`, the whole unit of work is rolled
-    back, and the repository is ready for the next call.
+    back, and the repository is ready for the next call. Each public call is
+    one record on the ``userstore`` logger and, with OpenTelemetry set up, one
+    span (see :mod:`userstore.observability`).
 
     Args:
         session: The session to work on, usually from
@@ -98,6 +101,7 @@ class UserRepository:
         """The session this repository works on."""
         return self._session
 
+    @observed("add")
     def add(self, user: User) -> User:
         """Stage a new user; it is written by the next flush or commit.
 
@@ -168,6 +172,7 @@ class UserRepository:
         if stale is not None and inspect(stale).key == key and not inspect(stale).deleted:
             self._session.expunge(stale)
 
+    @observed("get")
     def get(self, name: str) -> User | None:
         """Return the user called ``name``, or ``None``.
 
@@ -183,6 +188,7 @@ class UserRepository:
         validate_name(name)
         return self._send(self._session.get, User, name, populate_existing=self._refreshing())
 
+    @observed("get_one")
     def get_one(self, name: str) -> User:
         """Return the user called ``name``.
 
@@ -196,6 +202,7 @@ class UserRepository:
             raise UserNotFoundError(name)
         return user
 
+    @observed("exists")
     def exists(self, name: str) -> bool:
         """Return whether a user called ``name`` exists (an EXISTS query).
 
@@ -206,6 +213,7 @@ class UserRepository:
         validate_name(name)
         return bool(self._send(self._flushed(self._session.scalar), _EXISTS, {"name": name}))
 
+    @observed("count")
     def count(self) -> int:
         """Return the number of users, staged ones included.
 
@@ -214,6 +222,7 @@ class UserRepository:
         """
         return int(self._send(self._flushed(self._session.scalar), _COUNT) or 0)
 
+    @observed("delete")
     def delete(self, name: str) -> None:
         """Delete the user called ``name`` within the current unit of work.
 
@@ -227,6 +236,7 @@ class UserRepository:
             self._session.delete(user)
             self._send(self._session.flush)
 
+    @observed("list")
     def list(self, *, after: str | None = None, limit: int | None = None) -> builtins.list[User]:
         """Return users in Unicode code-point order of name, one keyset page at a time.
 
@@ -255,6 +265,7 @@ class UserRepository:
             )
         )
 
+    @observed("add_many")
     def add_many(self, users: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """Insert many users in this unit of work, at close to the driver's own speed.
 
@@ -317,7 +328,7 @@ class UserRepository:
         first, so they keep their place ahead of the bulk rows.
         """
         check_batch_size(batch_size)
-        batches = validated_batches(rows, batch_size)
+        batches = outside_the_call(validated_batches(rows, batch_size))  # the rows are the app's
         sequence = isinstance(rows, Sequence)
         if sequence:
             batches = iter(builtins.list(batches))
@@ -345,6 +356,7 @@ class UserRepository:
             write(batch)
             self._refresh_loaded(name for name, _ in batch)
 
+    @observed("upsert")
     def upsert(self, name: str, number: int | None) -> User:
         """Insert the user, or set its number if the name exists, in one native statement.
 
@@ -363,6 +375,7 @@ class UserRepository:
         assert user is not None  # written in this very transaction
         return user
 
+    @observed("upsert_many")
     def upsert_many(
         self, rows: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> UpsertResult:
@@ -418,7 +431,12 @@ class UserRepository:
             DatabaseError: the database failed; the unit of work was rolled back.
         """
         check_batch_size(batch_size)
-        return keyset_pages(self.list, batch_size)
+        return keyset_pages(self._page, batch_size)
+
+    @observed("iter_all")
+    def _page(self, *, after: str | None, limit: int) -> builtins.list[User]:
+        """One page of ``iter_all``: a ``list`` call, observed as an ``iter_all`` call."""
+        return self.list(after=after, limit=limit)
 
     def _refresh_loaded(self, names: Iterable[str]) -> None:
         """Reload, in one query, the users this session holds that a bulk write changed.
@@ -452,6 +470,7 @@ class UserRepository:
         session = self._session
         return bool(len(session.identity_map)) and (session.autoflush or not session.dirty)
 
+    @observed("commit")
     def commit(self) -> None:
         """Write the unit of work atomically and start a new one.
 
@@ -468,6 +487,7 @@ class UserRepository:
         """
         self._send(self._session.commit)
 
+    @observed("rollback")
     def rollback(self) -> None:
         """Discard the unit of work.
 
@@ -546,6 +566,15 @@ class UserRepository:
 
     def _dialect_name(self) -> str:
         return self._session.get_bind().dialect.name
+
+    def _observed_unit(self) -> object:
+        return self._session
+
+    def _observed_backend(self) -> str:
+        try:
+            return backend_of(self._dialect_name())
+        except sa_exc.SQLAlchemyError:  # a session with no bind: add() still works
+            return "unknown"
 
     def _failure(self, exc: BaseException) -> UserStoreError:
         """Roll the unit of work back and return the error to raise for ``exc``."""

@@ -157,6 +157,10 @@ class OneConnectionPool(StaticPool):
     the database.
     """
 
+    # SQLAlchemy names a pool's logger after its class's module, which would put the
+    # pool's chatter under the ``userstore`` logger: it stays under sqlalchemy.pool.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.StaticPool"
+
     # (``timeout`` is positional-or-keyword so that create_engine(pool_timeout=...) finds it.)
     def __init__(self, creator: Any, timeout: float = BUSY_TIMEOUT_SECONDS, **kw: Any) -> None:
         super().__init__(creator, **kw)

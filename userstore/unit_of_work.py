@@ -31,6 +31,7 @@ from typing import Any, Final, NamedTuple, TypeVar, cast, overload
 from sqlalchemy.orm import Session
 
 from userstore.errors import ConfigurationError, InvalidUserError, TransientDatabaseError
+from userstore.observability.logs import log_retry
 from userstore.protocols import UserRepositoryProtocol
 from userstore.repository import UserRepository
 
@@ -118,7 +119,8 @@ class AttemptLog:
     """What went wrong in each failed run, told as notes on the error finally raised.
 
     Only text is kept: an earlier run's exception would keep its frames, and
-    the session and cursors in them, alive until the runner returns.
+    the session and cursors in them, alive until the runner returns. Each
+    failed run is also a WARNING on the ``userstore`` logger, as it happens.
     """
 
     def __init__(self, runner: str, policy: RetryPolicy) -> None:
@@ -126,17 +128,20 @@ class AttemptLog:
         self._policy = policy
         self._lines: list[str] = []
 
-    def retrying(self, attempt: int, stage: str, error: BaseException) -> float:
-        """Record that run ``attempt`` failed in ``stage``; return the pause before the next."""
+    def retrying(self, attempt: int, stage: str, error: BaseException, repository: object) -> float:
+        """Record that run ``attempt`` (on ``repository``) failed in ``stage``; return the pause."""
         pause = self._policy.pause_before_retry(attempt)
+        log_retry(self._runner, attempt, self._policy.attempts, stage, error, pause, repository)
         self._lines.append(
             f"attempt {attempt} of {self._policy.attempts} failed {stage}: "
             f"{type(error).__name__}: {error}; retried after {pause:.3f} s"
         )
         return pause
 
-    def giving_up(self, stage: str, error: BaseException) -> None:
+    def giving_up(self, stage: str, error: BaseException, repository: object) -> None:
         """Add the earlier runs' failures to ``error``, the last run's, about to be raised."""
+        attempts = self._policy.attempts
+        log_retry(self._runner, attempts, attempts, stage, error, None, repository)
         for line in self._lines:
             error.add_note(f"{self._runner}: {line}")
         error.add_note(
@@ -247,8 +252,10 @@ def run_unit_of_work(
     attempt = 1
     while True:
         stage = OPENING
+        opened: object = None  # the attempt's repository, which its retry record names
         try:
             with _opened(source) as repository:
+                opened = repository
                 stage = IN_THE_WORK
                 result = _undone_on_failure(repository, lambda: _not_awaitable(work(repository)))
                 stage = AT_COMMIT
@@ -259,9 +266,10 @@ def run_unit_of_work(
             if stage == COMMITTED:  # closing failed: the work is written, never run it again
                 raise
             if attempt >= policy.attempts:
-                log.giving_up(stage, error)
+                log.giving_up(stage, error, opened)
                 raise
-            pause = log.retrying(attempt, stage, error)
+            pause = log.retrying(attempt, stage, error, opened)
+        opened = None
         _sleep(pause)
         attempt += 1
 

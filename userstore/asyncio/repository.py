@@ -26,6 +26,7 @@ from userstore.bulk import DEFAULT_BATCH_SIZE, Row, UpsertResult, check_batch_si
 from userstore.concurrency import release_frames
 from userstore.errors import ConfigurationError, DatabaseError, InvalidUserError
 from userstore.models import User
+from userstore.observability.calls import observed_async
 from userstore.repository import UserRepository
 
 _P = ParamSpec("_P")
@@ -75,6 +76,12 @@ class AsyncUserRepository:
         """The session this repository works on."""
         return self._session
 
+    def _observed_unit(self) -> object:
+        return self._session.sync_session
+
+    def _observed_backend(self) -> str:
+        return self._sync._observed_backend()
+
     async def _call(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run ``function`` in a greenlet, refusing a second task on the same session."""
         info = self._session.sync_session.info
@@ -89,44 +96,54 @@ class AsyncUserRepository:
         finally:
             info[_IN_USE] = False
 
+    @observed_async("add")
     async def add(self, user: User) -> User:
         """Stage a new user; see :meth:`userstore.UserRepository.add`."""
         return await self._call(self._sync.add, user)
 
+    @observed_async("get")
     async def get(self, name: str) -> User | None:
         """Return the user called ``name`` or ``None``; see :meth:`userstore.UserRepository.get`."""
         return await self._call(self._sync.get, name)
 
+    @observed_async("get_one")
     async def get_one(self, name: str) -> User:
         """Return the user called ``name``; see :meth:`userstore.UserRepository.get_one`."""
         return await self._call(self._sync.get_one, name)
 
+    @observed_async("exists")
     async def exists(self, name: str) -> bool:
         """Return whether the user ``name`` exists; see :meth:`userstore.UserRepository.exists`."""
         return await self._call(self._sync.exists, name)
 
+    @observed_async("count")
     async def count(self) -> int:
         """Return the number of users; see :meth:`userstore.UserRepository.count`."""
         return await self._call(self._sync.count)
 
+    @observed_async("delete")
     async def delete(self, name: str) -> None:
         """Delete the user called ``name``; see :meth:`userstore.UserRepository.delete`."""
         await self._call(self._sync.delete, name)
 
+    @observed_async("list")
     async def list(
         self, *, after: str | None = None, limit: int | None = None
     ) -> builtins.list[User]:
         """Return one keyset page of users; see :meth:`userstore.UserRepository.list`."""
         return await self._call(self._sync.list, after=after, limit=limit)
 
+    @observed_async("add_many")
     async def add_many(self, users: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """Insert many users; see :meth:`userstore.UserRepository.add_many`."""
         return await self._call(self._sync.add_many, users, batch_size=batch_size)
 
+    @observed_async("upsert")
     async def upsert(self, name: str, number: int | None) -> User:
         """Insert or update one user; see :meth:`userstore.UserRepository.upsert`."""
         return await self._call(self._sync.upsert, name, number)
 
+    @observed_async("upsert_many")
     async def upsert_many(
         self, rows: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> UpsertResult:
@@ -150,10 +167,12 @@ class AsyncUserRepository:
         check_batch_size(batch_size)
         return AsyncUserStream(self._sync.iter_all(batch_size=batch_size), batch_size, self._call)
 
+    @observed_async("commit")
     async def commit(self) -> None:
         """Write the unit of work atomically; see :meth:`userstore.UserRepository.commit`."""
         await self._call(self._sync.commit)
 
+    @observed_async("rollback")
     async def rollback(self) -> None:
         """Discard the unit of work; see :meth:`userstore.UserRepository.rollback`."""
         await self._call(self._sync.rollback)

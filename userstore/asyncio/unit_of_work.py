@@ -130,8 +130,10 @@ async def run_unit_of_work_async(
     attempt = 1
     while True:
         stage = OPENING
+        opened: object = None  # the attempt's repository, which its retry record names
         try:
             async with _opened(source) as repository:
+                opened = repository
                 stage = IN_THE_WORK
                 result = await _undone_on_failure(repository, lambda: _awaited(work(repository)))
                 stage = AT_COMMIT
@@ -142,9 +144,10 @@ async def run_unit_of_work_async(
             if stage == COMMITTED:  # closing failed: the work is written, never run it again
                 raise
             if attempt >= policy.attempts:
-                log.giving_up(stage, error)
+                log.giving_up(stage, error, opened)
                 raise
-            pause = log.retrying(attempt, stage, error)
+            pause = log.retrying(attempt, stage, error, opened)
+        opened = None
         await _sleep(pause)
         attempt += 1
 

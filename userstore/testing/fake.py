@@ -53,6 +53,7 @@ from userstore.errors import (
     UserNotFoundError,
 )
 from userstore.models import User
+from userstore.observability.calls import observed, outside_the_call
 from userstore.repository import _rolled_back, keyset_pages
 from userstore.validation import validate_limit, validate_name
 
@@ -804,6 +805,7 @@ class InMemoryUserRepository:
         """The unit of work this repository works on."""
         return self._session
 
+    @observed("add")
     def add(self, user: User) -> User:
         """Stage a new user; see :meth:`userstore.UserRepository.add`.
 
@@ -853,6 +855,7 @@ class InMemoryUserRepository:
             del session._identity[name]
             session._release(stale)
 
+    @observed("get")
     def get(self, name: str) -> User | None:
         """Return the user called ``name``, or ``None``; see :meth:`userstore.UserRepository.get`.
 
@@ -868,6 +871,7 @@ class InMemoryUserRepository:
         row = self._session._visible(name)
         return None if row is None else self._session._loaded(name, row, refresh=refresh)
 
+    @observed("get_one")
     def get_one(self, name: str) -> User:
         """Return the user called ``name``.
 
@@ -880,6 +884,7 @@ class InMemoryUserRepository:
             raise UserNotFoundError(name)
         return user
 
+    @observed("exists")
     def exists(self, name: str) -> bool:
         """Return whether a user called ``name`` exists.
 
@@ -891,6 +896,7 @@ class InMemoryUserRepository:
         self._store._note(f"SELECT {name!r}")
         return self._session._visible(name) is not None
 
+    @observed("count")
     def count(self) -> int:
         """Return the number of users, staged ones included."""
         self._before_read()
@@ -898,6 +904,7 @@ class InMemoryUserRepository:
         with self._store._lock:
             return self._session._count()
 
+    @observed("delete")
     def delete(self, name: str) -> None:
         """Delete the user called ``name`` within the current unit of work.
 
@@ -917,6 +924,7 @@ class InMemoryUserRepository:
         session._deleted_names.add(name)
         _DELETED.add(user)
 
+    @observed("list")
     def list(self, *, after: str | None = None, limit: int | None = None) -> builtins.list[User]:
         """Return users in code-point order of name, one keyset page at a time.
 
@@ -939,6 +947,7 @@ class InMemoryUserRepository:
             rows = [(name, session._visible(name)) for name in names]
         return [session._loaded(name, row, refresh=refresh) for name, row in rows if row]
 
+    @observed("add_many")
     def add_many(self, users: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """Insert many users in this unit of work; see :meth:`userstore.UserRepository.add_many`.
 
@@ -970,6 +979,7 @@ class InMemoryUserRepository:
         self._write_in_batches(users, batch_size, insert)
         return inserted
 
+    @observed("upsert")
     def upsert(self, name: str, number: int | None) -> User:
         """Insert the user, or set its number if the name exists.
 
@@ -984,6 +994,7 @@ class InMemoryUserRepository:
         assert user is not None  # written in this very unit of work
         return user
 
+    @observed("upsert_many")
     def upsert_many(
         self, rows: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> UpsertResult:
@@ -1024,7 +1035,7 @@ class InMemoryUserRepository:
     ) -> None:
         """Validate rows batch by batch and write each, all or nothing (as the real one does)."""
         check_batch_size(batch_size)
-        batches = validated_batches(rows, batch_size)
+        batches = outside_the_call(validated_batches(rows, batch_size))  # the rows are the app's
         sequence = isinstance(rows, Sequence)
         if sequence:
             batches = iter(builtins.list(batches))  # every row validated before any write
@@ -1069,8 +1080,14 @@ class InMemoryUserRepository:
                 this call, before any iteration).
         """
         check_batch_size(batch_size)
-        return keyset_pages(self.list, batch_size)
+        return keyset_pages(self._page, batch_size)
 
+    @observed("iter_all")
+    def _page(self, *, after: str | None, limit: int) -> builtins.list[User]:
+        """One page of ``iter_all``: a ``list`` call, observed as an ``iter_all`` call."""
+        return self.list(after=after, limit=limit)
+
+    @observed("commit")
     def commit(self) -> None:
         """Publish the unit of work atomically; see :meth:`userstore.UserRepository.commit`.
 
@@ -1081,9 +1098,16 @@ class InMemoryUserRepository:
         """
         self._session.commit()
 
+    @observed("rollback")
     def rollback(self) -> None:
         """Discard the unit of work; users it wrote show their stored values again."""
         self._session.rollback()
+
+    def _observed_unit(self) -> object:
+        return self._session
+
+    def _observed_backend(self) -> str:
+        return "memory"
 
     def _before_read(self) -> bool:
         """Autoflush staged changes; return whether the read may refresh loaded users."""

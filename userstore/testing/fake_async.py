@@ -20,6 +20,7 @@ from typing import Any, Final, ParamSpec, TypeAlias, TypeVar
 from userstore.bulk import DEFAULT_BATCH_SIZE, Row, UpsertResult, check_batch_size
 from userstore.errors import DatabaseError
 from userstore.models import User
+from userstore.observability.calls import observed_async
 from userstore.testing.fake import InMemorySession, InMemoryUserRepository, InMemoryUserStore
 
 _P = ParamSpec("_P")
@@ -51,6 +52,12 @@ class AsyncInMemoryUserRepository:
         """The unit of work this repository works on (its methods are plain calls)."""
         return self._sync.session
 
+    def _observed_unit(self) -> object:
+        return self._sync.session
+
+    def _observed_backend(self) -> str:
+        return "memory"
+
     async def _call(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run a verb of the sync fake, refusing a second task on the same unit of work.
 
@@ -75,44 +82,54 @@ class AsyncInMemoryUserRepository:
         finally:
             session._in_use = False
 
+    @observed_async("add")
     async def add(self, user: User) -> User:
         """Stage a new user; see :meth:`userstore.UserRepository.add`."""
         return await self._call(self._sync.add, user)
 
+    @observed_async("get")
     async def get(self, name: str) -> User | None:
         """Return the user called ``name`` or ``None``; see :meth:`userstore.UserRepository.get`."""
         return await self._call(self._sync.get, name)
 
+    @observed_async("get_one")
     async def get_one(self, name: str) -> User:
         """Return the user called ``name``; see :meth:`userstore.UserRepository.get_one`."""
         return await self._call(self._sync.get_one, name)
 
+    @observed_async("exists")
     async def exists(self, name: str) -> bool:
         """Return whether the user ``name`` exists; see :meth:`userstore.UserRepository.exists`."""
         return await self._call(self._sync.exists, name)
 
+    @observed_async("count")
     async def count(self) -> int:
         """Return the number of users; see :meth:`userstore.UserRepository.count`."""
         return await self._call(self._sync.count)
 
+    @observed_async("delete")
     async def delete(self, name: str) -> None:
         """Delete the user called ``name``; see :meth:`userstore.UserRepository.delete`."""
         await self._call(self._sync.delete, name)
 
+    @observed_async("list")
     async def list(
         self, *, after: str | None = None, limit: int | None = None
     ) -> builtins.list[User]:
         """Return one keyset page of users; see :meth:`userstore.UserRepository.list`."""
         return await self._call(self._sync.list, after=after, limit=limit)
 
+    @observed_async("add_many")
     async def add_many(self, users: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """Insert many users; see :meth:`userstore.UserRepository.add_many`."""
         return await self._call(self._sync.add_many, users, batch_size=batch_size)
 
+    @observed_async("upsert")
     async def upsert(self, name: str, number: int | None) -> User:
         """Insert or update one user; see :meth:`userstore.UserRepository.upsert`."""
         return await self._call(self._sync.upsert, name, number)
 
+    @observed_async("upsert_many")
     async def upsert_many(
         self, rows: Iterable[Row], *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> UpsertResult:
@@ -131,10 +148,12 @@ class AsyncInMemoryUserRepository:
             self._sync.iter_all(batch_size=batch_size), batch_size, self._call
         )
 
+    @observed_async("commit")
     async def commit(self) -> None:
         """Publish the unit of work atomically; see :meth:`userstore.UserRepository.commit`."""
         await self._call(self._sync.commit)
 
+    @observed_async("rollback")
     async def rollback(self) -> None:
         """Discard the unit of work; see :meth:`userstore.UserRepository.rollback`."""
         await self._call(self._sync.rollback)
