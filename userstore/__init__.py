@@ -7,14 +7,15 @@ through :class:`UserRepository`; asyncio apps use
 :class:`AsyncUserRepository`, the same rules as coroutines.
 :func:`run_unit_of_work` (and :func:`run_unit_of_work_async`) commits a unit of
 work, running it again after a transient failure. Every error derives from
-:class:`UserStoreError`.
+:class:`UserStoreError`. :mod:`userstore.observability` has the ``userstore``
+logger's settings and OpenTelemetry's (see README, "Observability").
 """
 
+import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from userstore.bulk import UpsertResult
-from userstore.engine import create_engine, create_session_factory
+# The errors need nothing but Python: they are here at once.
 from userstore.errors import (
     ConfigurationError,
     DatabaseError,
@@ -28,14 +29,6 @@ from userstore.errors import (
     UserNotFoundError,
     UserStoreError,
 )
-from userstore.models import User
-from userstore.protocols import (
-    AsyncUserRepositoryProtocol,
-    AsyncUserStreamProtocol,
-    UserRepositoryProtocol,
-)
-from userstore.repository import UserRepository
-from userstore.unit_of_work import run_unit_of_work
 
 if _TYPE_CHECKING:
     from userstore.asyncio import (
@@ -45,9 +38,21 @@ if _TYPE_CHECKING:
         create_async_session_factory,
         run_unit_of_work_async,
     )
+    from userstore.bulk import UpsertResult
+    from userstore.engine import create_engine, create_session_factory
+    from userstore.models import User
+    from userstore.protocols import (
+        AsyncUserRepositoryProtocol,
+        AsyncUserStreamProtocol,
+        UserRepositoryProtocol,
+    )
+    from userstore.repository import UserRepository
+    from userstore.unit_of_work import run_unit_of_work
 
-# The async twin needs greenlet (the asyncio extra): it is imported on first use,
-# so a sync-only install imports userstore without it.
+# Everything else loads on first use, so ``import userstore`` (and the command
+# line's start, where a Ctrl-C must still end in one line) does not wait for
+# SQLAlchemy. The async twin also needs greenlet (the asyncio extra), so a
+# sync-only install imports userstore without it.
 _ASYNC_NAMES = frozenset(
     {
         "AsyncUserRepository",
@@ -57,18 +62,39 @@ _ASYNC_NAMES = frozenset(
         "run_unit_of_work_async",
     }
 )
+_LAZY_NAMES: dict[str, str] = {
+    **dict.fromkeys(_ASYNC_NAMES, "userstore.asyncio"),
+    "UpsertResult": "userstore.bulk",
+    "create_engine": "userstore.engine",
+    "create_session_factory": "userstore.engine",
+    "User": "userstore.models",
+    "AsyncUserRepositoryProtocol": "userstore.protocols",
+    "AsyncUserStreamProtocol": "userstore.protocols",
+    "UserRepositoryProtocol": "userstore.protocols",
+    "UserRepository": "userstore.repository",
+    "run_unit_of_work": "userstore.unit_of_work",
+}
 
 
 def __getattr__(name: str) -> _Any:
-    if name in _ASYNC_NAMES:
-        try:
-            from userstore import asyncio as twin
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"userstore.{name} needs the async extra: pip install 'userstore[asyncio]' ({exc})"
-            ) from None
-        return getattr(twin, name)
-    raise AttributeError(f"module 'userstore' has no attribute {name!r}")
+    module_name = _LAZY_NAMES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'userstore' has no attribute {name!r}")
+    try:
+        module = _importlib.import_module(module_name)
+    except ImportError as exc:
+        if name not in _ASYNC_NAMES:
+            raise
+        raise ConfigurationError(
+            f"userstore.{name} needs the async extra: pip install 'userstore[asyncio]' ({exc})"
+        ) from None
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_NAMES))
 
 
 __all__ = [
