@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import environment, report
+from benchmarks import environment, report, transfer
 from benchmarks.databases import BACKENDS, BackendUnavailableError, throwaway_database
 from benchmarks.framework import FLAVOURS
 from benchmarks.runner import WorkloadResult, run_workload
@@ -20,7 +20,12 @@ from userstore import migrations
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_arguments(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["observability"]:  # what the logs and spans cost (W2, W3)
+        from benchmarks import observability
+
+        return observability.main(arguments[1:])
+    args = _parse_arguments(arguments)
     scale = SCALES[args.scale]
     rounds = args.rounds or scale.rounds
     start = environment.started()
@@ -39,15 +44,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as exc:  # the server went away mid-run, say: report what ran
                 aborted[backend] = " ".join(f"{type(exc).__name__}: {exc}".split())
                 _progress(f"{backend}: aborted: {aborted[backend]}")
+        transferred, not_transferred = (
+            transfer.run_all(
+                args.backends, transfer.ROWS[scale.name], rounds, Path(directory), _progress
+            )
+            if transfer.KEY in args.workloads
+            else ([], {})
+        )
     minutes = (time.monotonic() - started_at) / 60
     header = environment.describe(scale, rounds, servers, start, minutes)
     header += [(f"Aborted {backend}", reason) for backend, reason in aborted.items()]
     text = report.render(header, results, skipped)
+    if transfer.KEY in args.workloads:
+        text += "\n" + transfer.render(transferred, not_transferred, rounds)
     print(text, end="")
     if args.output is not None:
         args.output.write_text(text)
         _progress(f"wrote {args.output}")
     failures = [f"{r.workload.key} {r.backend} {v.name}" for r in results for v in r.failures]
+    failures += [f"{transfer.KEY} {r.backend}" for r in transferred if r.failure]
     if failures:
         _progress("failed: " + ", ".join(failures))
     return 1 if failures or aborted else 0
@@ -99,9 +114,9 @@ def _parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workloads",
-        type=_choices(tuple(WORKLOADS)),
-        default=list(WORKLOADS),
-        help="comma-separated, from: " + ",".join(WORKLOADS),
+        type=_choices((*WORKLOADS, transfer.KEY)),
+        default=[*WORKLOADS, transfer.KEY],
+        help="comma-separated, from: " + ",".join((*WORKLOADS, transfer.KEY)),
     )
     parser.add_argument(
         "--flavours",

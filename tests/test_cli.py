@@ -1,9 +1,13 @@
-"""The command line: the demo and the migration commands, with their exit codes."""
+"""The command line: the demo and the migration commands, --help, and the exit codes."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +17,9 @@ from sqlalchemy import URL, make_url, text
 
 from tests.databases import throwaway_database
 from userstore import migrations
-from userstore.cli import main
+from userstore.cli import app, main
 from userstore.demo import NOTEBOOK_URL
+from userstore.urls import shown_url
 
 IN_MEMORY_NOTE = "(in-memory database: gone when this command exits)"
 
@@ -115,6 +120,7 @@ def test_the_migration_commands_move_and_report_the_revision(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
+    (tmp_path / "cli.db").touch()  # an empty file is a database (current creates none)
 
     assert main(["--url", url, "current"]) == 0
     assert capsys.readouterr().out.strip() == "<none>"
@@ -199,13 +205,93 @@ def test_upgrade_on_an_in_memory_url_reports_the_revision_it_reached_and_that_it
     assert capsys.readouterr().out == f"at revision <none> {IN_MEMORY_NOTE}\n"
 
 
-def test_help_documents_every_exit_code(capsys: pytest.CaptureFixture[str]):
-    assert main(["--help"]) == 0
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator[list[str]]:
+    """Every command and subcommand's argv, the bare program first."""
+    yield list(prefix)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, subparser in action.choices.items():
+                yield from _commands(subparser, (*prefix, name))
 
-    out = capsys.readouterr().out
-    assert "exit status:" in out
-    for code in range(5):
-        assert f"\n  {code}  " in out
+
+def _exit_status_section(help_text: str) -> dict[int, str]:
+    """The codes and meanings under "exit status:" in a --help text."""
+    section = help_text.split("\nexit status:\n", 1)[1]
+    statuses: dict[int, str] = {}
+    for line in section.splitlines():
+        match = re.fullmatch(r"  (\d+) +(.*)", line)
+        if match:
+            code = int(match[1])
+            statuses[code] = match[2]
+        elif line.startswith("      "):
+            statuses[code] += " " + line.strip()
+    return statuses
+
+
+def _readme_exit_statuses() -> dict[int, str]:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Command line\n", 1)[1]
+    section = re.split(r"^##+ ", section, maxsplit=1, flags=re.MULTILINE)[0]
+    rows = re.findall(r"^\| (\d+) \| (.*) \|$", section, flags=re.MULTILINE)
+    return {int(code): meaning.replace("`", "") for code, meaning in rows}
+
+
+def test_every_exit_code_has_one_meaning_and_every_error_maps_to_one_of_them():
+    constants = {
+        value
+        for name, value in vars(app).items()
+        if name.startswith("EXIT_") and isinstance(value, int)
+    }
+    documented = [code for code, _ in app.EXIT_STATUSES]
+
+    assert sorted(documented) == documented == sorted(constants)
+    assert {code for _, code in app._EXIT_CODES} <= constants
+
+
+def test_help_of_every_command_lists_every_exit_code_with_its_meaning(
+    capsys: pytest.CaptureFixture[str],
+):
+    commands = list(_commands(app._parser()))
+    assert ["users", "list"] in commands  # the walk reaches subcommands
+    for argv in commands:
+        capsys.readouterr()
+        assert main([*argv, "--help"]) == 0, argv
+
+        assert _exit_status_section(capsys.readouterr().out) == dict(app.EXIT_STATUSES), argv
+
+
+def test_readmes_exit_status_table_says_what_help_says():
+    assert _readme_exit_statuses() == dict(app.EXIT_STATUSES)
+
+
+def test_current_and_the_migration_commands_print_one_json_document_with_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    (tmp_path / "cli.db").touch()
+
+    assert main(["--url", url, "current", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"revision": None}
+    assert main(["--url", url, "--json", "upgrade"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"revision": migrations.head()}
+    assert main(["--url", url, "check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"revision": migrations.head(), "matches": True}
+    assert main(["--url", url, "current", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"revision": migrations.head()}
+    assert main(["--url", url, "downgrade", "base", "--json", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("argv", [["--json"], ["demo", "--json"]], ids=" ".join)
+def test_the_demo_refuses_json_with_exit_2_before_running(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+
+    assert main(["--url", url, *argv]) == 2
+
+    assert "no --json output" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "demo.db").exists()
 
 
 @pytest.mark.parametrize(
@@ -296,3 +382,77 @@ def test_an_unknown_revision_exits_1_with_one_line(
     assert main(["--url", url, "upgrade", "nope"]) == 1
 
     assert "nope" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["check", "--json"], '{"revision": "%s", "matches": true}\n'),
+        (["check", "--quiet"], ""),
+        (["check"], "schema matches the models at revision %s\n"),
+        (["upgrade", "--json"], '{"revision": "%s"}\n'),
+    ],
+    ids=" ".join,
+)
+def test_alembics_own_messages_stay_out_of_standard_output(
+    argv: list[str], expected: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    migrations.upgrade(url)
+    capfd.readouterr()
+
+    assert main(["--url", url, *argv]) == 0
+
+    # capfd: Alembic writes to the sys.stdout it found at import, which capsys misses.
+    assert capfd.readouterr() == (expected.replace("%s", migrations.head()), "")
+
+
+def test_migrations_check_prints_nothing_when_the_schema_matches(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+):
+    url = f"sqlite:///{tmp_path / 'lib.db'}"
+    migrations.upgrade(url)
+    capfd.readouterr()
+
+    migrations.check(url)
+
+    assert capfd.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:1/test?password=hunter2",
+        "postgresql://postgres:hunter2@127.0.0.1:1/test?connect_timeout=5&password=hunter2",
+        "mariadb://root@127.0.0.1:1/test?password=hunter2",
+        pytest.param(
+            "mariadb://root@127.0.0.1:1/test?passwd=hunter2",
+            marks=pytest.mark.filterwarnings("ignore:'passwd' is deprecated:DeprecationWarning"),
+        ),
+    ],
+)
+def test_a_password_in_the_urls_query_is_masked_in_messages(
+    url: str, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["--url", url, "current"]) == 3
+
+    line = _one_error_line(capsys.readouterr().err)
+    assert "hunter2" not in line
+    assert "=***" in line
+
+
+def test_shown_url_masks_every_password_in_any_case_and_keeps_the_rest():
+    shown = shown_url(
+        "postgresql://u:secret@h/db?sslmode=require&PassWord=a&pwd=b&pwd=c&PASSWD=d&xpassword=e"
+    )
+
+    assert "secret" not in shown
+    assert shown.startswith("postgresql://u:***@h/db?")
+    assert sorted(shown.split("?", 1)[1].split("&")) == [
+        "PASSWD=***",
+        "PassWord=***",
+        "pwd=***",
+        "pwd=***",
+        "sslmode=require",
+        "xpassword=e",
+    ]

@@ -18,6 +18,7 @@ from userstore.engine import create_session_factory
 from userstore.errors import UserStoreError
 from userstore.models import User
 from userstore.repository import UserRepository
+from userstore.urls import shown_url
 
 NOTEBOOK_URL: Final = "sqlite:///:memory:"
 """The database the seed notebook ran on, and the demo's default."""
@@ -85,6 +86,6 @@ def _refuse_unless_empty(engine: Engine) -> None:
     if holds_users:
         raise DemoRefusedError(
             f"the demo adds and deletes a user called Jenny, so it runs only on a database "
-            f"without users, and {engine.url!r} already holds users; "
+            f"without users, and {shown_url(engine.url)} already holds users; "
             "leave out --url to run it in memory"
         )

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -149,7 +150,9 @@ def _check_revision(revision: object) -> None:
 
 
 def _config(connection: Connection) -> Config:
-    config = Config()
+    # Alembic prints to stdout ("No new upgrade operations detected."); an app's
+    # or the command line's own output must not get it, so it goes nowhere.
+    config = Config(stdout=io.StringIO())
     config.set_main_option("script_location", str(script_location()))
     config.attributes["connection"] = connection
     config.attributes["configure_logging"] = False

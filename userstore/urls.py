@@ -8,6 +8,7 @@ accepted; anything else is refused here, before any connection is made.
 from __future__ import annotations
 
 import os
+import re
 from typing import Final, Literal, TypeAlias
 
 from sqlalchemy import URL, make_url
@@ -114,3 +115,17 @@ def _check_sqlite_query(url: URL) -> None:
             f"it takes {', '.join(sorted(_SQLITE_QUERY_KEYS))}, or SQLite URI parameters "
             "with uri=true"
         )
+
+
+# Query parameters that carry a password (libpq's and PyMySQL's names, any case).
+_PASSWORD_PARAMETER: Final = re.compile(r"([?&](?:password|passwd|pwd)=)[^&]*", re.IGNORECASE)
+
+
+def shown_url(url: str | URL) -> str:
+    """``url`` as it may be shown to people: every password in it replaced by ``***``.
+
+    That is the user-info password (as SQLAlchemy hides it) and any password
+    in the query string (``?password=``, ``passwd=`` or ``pwd=``, any case).
+    """
+    rendered = make_url(url).render_as_string(hide_password=True)
+    return _PASSWORD_PARAMETER.sub(r"\1***", rendered)

@@ -9,6 +9,25 @@ and one exit code; each command group lives in its own module
 repository like any app.
 """
 
-from userstore.cli.app import main
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
 
 __all__ = ["main"]
+
+_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code (see :func:`userstore.cli.app.main`).
+
+    The command line's modules (Alembic among them) are imported here, so a
+    Ctrl-C while they load ends with one line and status 130 too, not a traceback.
+    """
+    try:
+        from userstore.cli import app
+    except KeyboardInterrupt:
+        print("userstore: interrupted before the command started", file=sys.stderr)
+        return _INTERRUPTED
+    return app.main(argv)

@@ -7,8 +7,9 @@ import argparse
 from sqlalchemy import Engine
 
 from userstore import migrations
-from userstore.cli.app import AddCommand, report
+from userstore.cli.app import AddCommand, emit, report
 from userstore.demo import NOTEBOOK_URL, replay_notebook
+from userstore.errors import ConfigurationError
 
 
 def demo(engine: Engine, _args: argparse.Namespace) -> None:
@@ -16,23 +17,45 @@ def demo(engine: Engine, _args: argparse.Namespace) -> None:
     replay_notebook(engine)
 
 
+def check_demo_arguments(args: argparse.Namespace) -> None:
+    """Refuse ``--json`` for the demo, whose output is a notebook's cells, not a document.
+
+    Raises:
+        ConfigurationError: ``--json`` was given (exit 2).
+    """
+    if args.json:
+        raise ConfigurationError("the demo prints notebook cells; it has no --json output")
+
+
+def _report_revision(engine: Engine, args: argparse.Namespace) -> None:
+    revision = migrations.current(engine)
+    report(engine, args, f"at revision {revision or '<none>'}", {"revision": revision})
+
+
 def _upgrade(engine: Engine, args: argparse.Namespace) -> None:
     migrations.upgrade(engine, args.revision)
-    report(engine, args, f"at revision {migrations.current(engine) or '<none>'}")
+    _report_revision(engine, args)
 
 
 def _downgrade(engine: Engine, args: argparse.Namespace) -> None:
     migrations.downgrade(engine, args.revision)
-    report(engine, args, f"at revision {migrations.current(engine) or '<none>'}")
+    _report_revision(engine, args)
 
 
-def _current(engine: Engine, _args: argparse.Namespace) -> None:
-    print(migrations.current(engine) or "<none>")  # the answer: printed even with --quiet
+def _current(engine: Engine, args: argparse.Namespace) -> None:
+    revision = migrations.current(engine)
+    emit(args, revision or "<none>", {"revision": revision}, answer=True)
 
 
 def _check(engine: Engine, args: argparse.Namespace) -> None:
     migrations.check(engine)
-    report(engine, args, f"schema matches the models at revision {migrations.head()}")
+    head = migrations.head()
+    report(
+        engine,
+        args,
+        f"schema matches the models at revision {head}",
+        {"revision": head, "matches": True},
+    )
 
 
 def register(add_command: AddCommand) -> None:
@@ -46,9 +69,16 @@ def register(add_command: AddCommand) -> None:
         default_url=NOTEBOOK_URL,
         echo_sql=True,
         needs_schema=False,
+        validate=check_demo_arguments,
+        creates_database=True,
     )
     upgrade = add_command(
-        "upgrade", "migrate the schema up (default: to head)", _upgrade, reached, needs_schema=False
+        "upgrade",
+        "migrate the schema up (default: to head), creating a SQLite file that is missing",
+        _upgrade,
+        reached,
+        needs_schema=False,
+        creates_database=True,
     )
     upgrade.add_argument("revision", nargs="?", default="head")
     downgrade = add_command(
