@@ -18,6 +18,8 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -700,6 +702,8 @@ def test_one_attempt_means_no_retry(run: Runner, pauses: Pauses):
         ({"backoff": "0.1"}, "backoff must be a finite, non-negative number of seconds, got '0.1'"),
         ({"max_backoff": -1}, "max_backoff must be a finite, non-negative number of seconds"),
         ({"max_backoff": None}, "max_backoff must be a finite, non-negative number of seconds"),
+        ({"backoff": 10**400}, "backoff must be a finite, non-negative number of seconds"),
+        ({"backoff": True}, "backoff must be a finite, non-negative number of seconds"),
     ],
 )
 def test_invalid_retry_arguments_are_refused_before_any_sql(
@@ -719,6 +723,13 @@ def test_zero_backoff_retries_without_pausing(run: Runner, pauses: Pauses):
         run(_failing_transiently, attempts=3, backoff=0, max_backoff=0)
 
     assert pauses.seen == [0.0, 0.0]
+
+
+def test_backoffs_given_as_decimal_or_fraction_are_taken_as_seconds(run: Runner, pauses: Pauses):
+    with pytest.raises(TransientDatabaseError):
+        run(_failing_transiently, attempts=2, backoff=Decimal("0"), max_backoff=Fraction(0))
+
+    assert pauses.seen == [0.0]
 
 
 def test_a_source_or_work_that_cannot_be_called_is_refused(engine: Engine):

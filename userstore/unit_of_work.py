@@ -21,7 +21,6 @@ argument checks and the pauses defined here. Tests replace ``_sleep`` and
 from __future__ import annotations
 
 import inspect
-import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from userstore.errors import ConfigurationError, InvalidUserError, TransientData
 from userstore.observability.logs import log_retry
 from userstore.protocols import UserRepositoryProtocol
 from userstore.repository import UserRepository
+from userstore.validation import validate_seconds
 
 __all__ = ["run_unit_of_work"]
 
@@ -86,16 +86,7 @@ def retry_policy(attempts: object, backoff: object, max_backoff: object) -> Retr
 
 
 def _seconds(field: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise InvalidUserError(
-            f"{field} must be a finite, non-negative number of seconds, got {value!r}"
-        )
-    return float(value)
+    return validate_seconds(value, field=field)
 
 
 def check_callable(field: str, value: object) -> None:

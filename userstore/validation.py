@@ -7,8 +7,11 @@ is checked here, once, against the strictest common rule.
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Final
 
 from userstore.errors import InvalidUserError
@@ -116,3 +119,34 @@ def validate_limit(limit: object) -> int | None:
     if limit > LIMIT_MAX:
         raise InvalidUserError(f"limit must be at most {LIMIT_MAX}, got {limit}")
     return limit
+
+
+def validate_seconds(value: object, *, field: str, allowed: str = "") -> float:
+    """Return ``value`` as a float of seconds if it is a finite, non-negative number, else raise.
+
+    Any ``numbers.Real`` (``int``, ``float``, ``Fraction``) or ``Decimal`` is
+    taken, ``bool`` is not; ``-0.0`` becomes ``0.0``.
+
+    Args:
+        value: The candidate value.
+        field: What to call the value in the error message.
+        allowed: What else the caller takes, for the message (``" or None"``).
+
+    Raises:
+        InvalidUserError: ``value`` is not a finite, non-negative number, or
+            is too large for a float (above about 1.8e308 seconds).
+    """
+    seconds = math.nan
+    if not isinstance(value, bool) and isinstance(value, numbers.Real | Decimal):
+        try:
+            seconds = float(value)
+        except (ArithmeticError, ValueError, TypeError):  # 10**400, Decimal('sNaN'), ...
+            seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        shown = repr(value)
+        if len(shown) > 60:  # 10**400 has 401 digits
+            shown = f"{shown[:40]}... ({len(shown)} characters)"
+        raise InvalidUserError(
+            f"{field} must be a finite, non-negative number of seconds{allowed}, got {shown}"
+        )
+    return seconds + 0.0

@@ -9,14 +9,13 @@ last-resort handler away). Structured fields travel in ``extra`` under flat
 from __future__ import annotations
 
 import logging
-import math
 import numbers
-import sys
 from decimal import Decimal
 from typing import Final
 
-from userstore.errors import DatabaseError, InvalidUserError
+from userstore.errors import DatabaseError
 from userstore.observability.failures import report
+from userstore.validation import validate_seconds
 
 LOGGER_NAME: Final = "userstore"
 logger: Final = logging.getLogger(LOGGER_NAME)
@@ -64,21 +63,9 @@ def set_slow_call_threshold(seconds: float | numbers.Real | Decimal | None) -> N
     if seconds is None:
         threshold.seconds = None
         return
-    value = math.nan
-    if not isinstance(seconds, bool) and isinstance(seconds, numbers.Real | Decimal):
-        try:
-            value = float(seconds)
-        except (ArithmeticError, ValueError, TypeError):  # 10**400, Decimal('sNaN'), ...
-            value = math.nan
-    if not math.isfinite(value) or value < 0:
-        shown = repr(seconds)
-        if len(shown) > 60:  # 10**400 has 401 digits
-            shown = f"{shown[:40]}... ({len(shown)} characters)"
-        raise InvalidUserError(
-            "the slow-call threshold must be a finite, non-negative number of seconds "
-            f"(at most {sys.float_info.max:.3g}) or None, got {shown}"
-        )
-    threshold.seconds = value + 0.0  # -0.0 is kept as 0.0
+    threshold.seconds = validate_seconds(
+        seconds, field="the slow-call threshold", allowed=" or None"
+    )
 
 
 def slow_call_threshold() -> float | None:
