@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy import URL, make_url, text
 
+from tests.cli_support import one_error_line, url_in_the_environment
 from tests.databases import throwaway_database
 from userstore import migrations
 from userstore.cli import app, main
@@ -46,14 +47,6 @@ def _store(url: str | URL, *users: tuple[str, int | None]) -> None:
                 )
     finally:
         engine.dispose()
-
-
-def _one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("userstore: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_a_bare_userstore_replays_the_notebook_in_memory_and_leaves_the_configured_database_alone(
@@ -111,7 +104,7 @@ def test_the_demo_refuses_a_database_that_holds_users_and_changes_nothing(
 
     assert main(["--url", url, "demo", "--quiet"]) == 1
 
-    assert "holds users" in _one_error_line(capsys.readouterr().err)
+    assert "holds users" in one_error_line(capsys.readouterr().err)
     assert migrations.current(url) == at_revision  # not even migrated
     assert _rows(url) == rows_before
 
@@ -145,8 +138,7 @@ def test_url_is_accepted_before_or_after_the_command_and_wins_over_the_environme
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ):
-    elsewhere = tmp_path / "elsewhere.db"
-    monkeypatch.setenv("USERSTORE_DATABASE_URL", f"sqlite:///{elsewhere}")
+    elsewhere = url_in_the_environment(tmp_path, monkeypatch)
     before = f"sqlite:///{tmp_path / 'before.db'}"
     after = f"sqlite:///{tmp_path / 'after.db'}"
     for url in (before, after):
@@ -290,7 +282,7 @@ def test_the_demo_refuses_json_with_exit_2_before_running(
 
     assert main(["--url", url, *argv]) == 2
 
-    assert "no --json output" in _one_error_line(capsys.readouterr().err)
+    assert "no --json output" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "demo.db").exists()
 
 
@@ -299,7 +291,7 @@ def test_the_demo_refuses_json_with_exit_2_before_running(
 )
 def test_bad_arguments_exit_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]):
     assert main(argv) == 2
-    _one_error_line(capsys.readouterr().err)
+    one_error_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("url", ["nonsense://", "postgresql+psycopg2://x/y"])
@@ -308,7 +300,7 @@ def test_a_malformed_url_or_an_unsupported_driver_exits_2_with_one_line(
 ):
     assert main(["--url", url, "current"]) == 2
 
-    _one_error_line(capsys.readouterr().err)
+    one_error_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(
@@ -320,7 +312,7 @@ def test_an_unreachable_server_exits_3_with_one_line(
 ):
     assert main(["--url", url, *command, "--quiet"]) == 3
 
-    assert "127.0.0.1:1" in _one_error_line(capsys.readouterr().err)
+    assert "127.0.0.1:1" in one_error_line(capsys.readouterr().err)
 
 
 def test_a_sqlite_file_in_a_missing_directory_exits_3_and_creates_nothing(
@@ -330,7 +322,7 @@ def test_a_sqlite_file_in_a_missing_directory_exits_3_and_creates_nothing(
 
     assert main(["--url", f"sqlite:///{missing / 'users.db'}", "upgrade"]) == 3
 
-    _one_error_line(capsys.readouterr().err)
+    one_error_line(capsys.readouterr().err)
     assert not missing.exists()
 
 
@@ -343,7 +335,7 @@ def test_credentials_the_server_rejects_exit_3_with_one_line(
 
         assert main(["--url", stranger.render_as_string(), "current"]) == 3
 
-    _one_error_line(capsys.readouterr().err)
+    one_error_line(capsys.readouterr().err)
 
 
 def test_check_on_a_database_behind_head_exits_4_naming_the_revision(
@@ -355,7 +347,7 @@ def test_check_on_a_database_behind_head_exits_4_naming_the_revision(
 
     assert main(["--url", url, "check"]) == 4
 
-    assert "schema is at revision 0001_users" in _one_error_line(capsys.readouterr().err)
+    assert "schema is at revision 0001_users" in one_error_line(capsys.readouterr().err)
 
 
 def test_check_on_a_drifted_schema_exits_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -371,7 +363,7 @@ def test_check_on_a_drifted_schema_exits_4(tmp_path: Path, capsys: pytest.Captur
 
     assert main(["--url", url, "check"]) == 4
 
-    assert "differs from userstore's models" in _one_error_line(capsys.readouterr().err)
+    assert "differs from userstore's models" in one_error_line(capsys.readouterr().err)
 
 
 def test_an_unknown_revision_exits_1_with_one_line(
@@ -381,7 +373,7 @@ def test_an_unknown_revision_exits_1_with_one_line(
 
     assert main(["--url", url, "upgrade", "nope"]) == 1
 
-    assert "nope" in _one_error_line(capsys.readouterr().err)
+    assert "nope" in one_error_line(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(
@@ -436,7 +428,7 @@ def test_a_password_in_the_urls_query_is_masked_in_messages(
 ):
     assert main(["--url", url, "current"]) == 3
 
-    line = _one_error_line(capsys.readouterr().err)
+    line = one_error_line(capsys.readouterr().err)
     assert "hunter2" not in line
     assert "=***" in line
 

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import URL, Engine, text
 
 from tests.databases import stored_users
+from tests.test_cli_readme import _session
 from userstore.cli import main, transfer
 
 ENTRY_POINT: Final = Path(sys.executable).parent / "userstore"
@@ -676,30 +677,35 @@ def test_an_export_that_fails_midway_leaves_no_file_and_no_temporary_one(
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", ["import", "export"])
-def test_ctrl_c_midway_exits_130_and_writes_nothing(
+def _stopped_on_the_second_batch(
     command: str,
+    stop: Callable[[], None],
     userstore: Run,
-    plain_engine: Engine,
+    engine: Engine,
     database_url: URL,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-):
+) -> Outcome:
+    """Run an import or export of 50 rows that ``stop()`` halts on its second batch of 10.
+
+    Asserts that it wrote nothing: the users are as they were, and the directory of its output
+    file (an export's file, an import's rejects file) is still empty.
+    """
     if command == "export":
-        _store(plain_engine, *((f"user{index:03d}", index) for index in range(50)))
+        _store(engine, *((f"user{index:03d}", index) for index in range(50)))
     source = _csv_file(tmp_path / "users.csv", *(f"new{index},{index}" for index in range(50)))
     before = stored_users(database_url)
     calls = 0
     original = transfer.progress.Progress.advance
 
-    def interrupt_on_the_second_batch(self: object, rows: int, done: int | None = None) -> None:
+    def stop_on_the_second_batch(self: object, rows: int, done: int | None = None) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
-            raise KeyboardInterrupt
+            stop()
         original(self, rows, done)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(transfer.progress.Progress, "advance", interrupt_on_the_second_batch)
+    monkeypatch.setattr(transfer.progress.Progress, "advance", stop_on_the_second_batch)
     target = tmp_path / "out" / "users.csv"
     target.parent.mkdir()
     argv = (
@@ -710,10 +716,29 @@ def test_ctrl_c_midway_exits_130_and_writes_nothing(
 
     outcome = userstore(*argv, "--batch-size", "10")
 
-    assert outcome.status == 130
-    assert outcome.error.startswith("userstore: interrupted")
     assert stored_users(database_url) == before
     assert list(target.parent.iterdir()) == []
+    return outcome
+
+
+@pytest.mark.parametrize("command", ["import", "export"])
+def test_ctrl_c_midway_exits_130_and_writes_nothing(
+    command: str,
+    userstore: Run,
+    plain_engine: Engine,
+    database_url: URL,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+):
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    outcome = _stopped_on_the_second_batch(
+        command, interrupt, userstore, plain_engine, database_url, monkeypatch, tmp_path
+    )
+
+    assert outcome.status == 130
+    assert outcome.error.startswith("userstore: interrupted")
 
 
 def test_a_file_that_cannot_be_read_exits_8_naming_it(userstore: Run, tmp_path: Path):
@@ -827,19 +852,6 @@ def _readme_transfer_block() -> str:
     return block
 
 
-def _session_steps(block: str) -> Iterator[tuple[str, str]]:
-    command, output = None, ""
-    for line in block.splitlines(keepends=True):
-        if line.startswith("$ "):
-            if command is not None:
-                yield command, output
-            command, output = line[2:].rstrip("\n"), ""
-        else:
-            output += line
-    if command is not None:
-        yield command, output
-
-
 def test_the_readme_import_and_export_session_prints_what_it_shows(tmp_path: Path):
     env = {
         **os.environ,
@@ -847,7 +859,7 @@ def test_the_readme_import_and_export_session_prints_what_it_shows(tmp_path: Pat
         "USERSTORE_DATABASE_URL": f"sqlite:///{tmp_path / 'readme.db'}",
     }
     elapsed = __import__("re").compile(r"in \d+\.\d\d s")
-    for command, shown in _session_steps(_readme_transfer_block()):
+    for command, shown in _session(_readme_transfer_block()):
         result = subprocess.run(
             ["bash", "-c", command],
             cwd=tmp_path,
@@ -1210,35 +1222,15 @@ def test_sigterm_midway_exits_143_and_writes_nothing(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ):
-    if command == "export":
-        _store(plain_engine, *((f"user{index:03d}", index) for index in range(50)))
-    source = _csv_file(tmp_path / "users.csv", *(f"new{index},{index}" for index in range(50)))
-    before = stored_users(database_url)
-    calls = 0
-    original = transfer.progress.Progress.advance
+    def terminate() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    def terminate_on_the_second_batch(self: object, rows: int, done: int | None = None) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        original(self, rows, done)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(transfer.progress.Progress, "advance", terminate_on_the_second_batch)
-    target = tmp_path / "out" / "users.csv"
-    target.parent.mkdir()
-    argv = (
-        ["import", source, "--skip-invalid", "--rejects", target]
-        if command == "import"
-        else ["export", target]
+    outcome = _stopped_on_the_second_batch(
+        command, terminate, userstore, plain_engine, database_url, monkeypatch, tmp_path
     )
-
-    outcome = userstore(*argv, "--batch-size", "10")
 
     assert outcome.status == 143
     assert outcome.error.startswith("userstore: terminated (SIGTERM); ")
-    assert stored_users(database_url) == before
-    assert list(target.parent.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 

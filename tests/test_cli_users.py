@@ -11,11 +11,13 @@ import weakref
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import sqlalchemy
 from sqlalchemy import URL, text
 
+from tests.cli_support import one_error_line, url_in_the_environment
 from tests.databases import migrated_database, stored_users
 from userstore import UserRepository, create_engine, create_session_factory, migrations
 from userstore.cli import main
@@ -77,14 +79,6 @@ def _run(capsys: pytest.CaptureFixture[str], url: str, *argv: str) -> tuple[int,
     code = main(["--url", url, *argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def _one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("userstore: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _utc(stamp: str) -> datetime:
@@ -169,7 +163,7 @@ def test_adding_a_taken_name_exits_6_and_changes_nothing(
     code, out, err = _run(capsys, url, "users", "add", "Jenny", "1")
 
     assert (code, out) == (6, "")
-    assert "'Jenny' already exists" in _one_error_line(err)
+    assert "'Jenny' already exists" in one_error_line(err)
     assert stored_users(sqlalchemy.make_url(url)) == {"Jenny": 8675309}
 
 
@@ -182,7 +176,7 @@ def test_getting_or_deleting_a_missing_user_exits_5_naming_it(
     code, out, err = _run(capsys, url, "users", command, "Jenny")
 
     assert (code, out) == (5, "")
-    assert _one_error_line(err) == "userstore: no user named 'Jenny'"
+    assert one_error_line(err) == "userstore: no user named 'Jenny'"
     assert stored_users(sqlalchemy.make_url(url)) == {"jenny": 1}
 
 
@@ -312,8 +306,7 @@ def test_url_quiet_and_json_go_before_or_after_the_group_or_the_command(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ):
-    elsewhere = tmp_path / "elsewhere.db"
-    monkeypatch.setenv("USERSTORE_DATABASE_URL", f"sqlite:///{elsewhere}")
+    elsewhere = url_in_the_environment(tmp_path, monkeypatch)
     url = f"sqlite:///{tmp_path / 'here.db'}"
     migrations.upgrade(url)
     _store(url, ("Jenny", 1))
@@ -360,7 +353,7 @@ def test_invalid_arguments_exit_7_with_one_line_before_any_connection(
     code, out, err = _run(capsys, UNREACHABLE, "users", *argv)
 
     assert (code, out) == (7, "")
-    assert message in _one_error_line(err)
+    assert message in one_error_line(err)
 
 
 def test_an_unmigrated_database_exits_4_asking_for_an_upgrade(
@@ -371,7 +364,7 @@ def test_an_unmigrated_database_exits_4_asking_for_an_upgrade(
     code, out, err = _run(capsys, url, "users", "count")
 
     assert (code, out) == (4, "")
-    assert "userstore upgrade" in _one_error_line(err)
+    assert "userstore upgrade" in one_error_line(err)
 
 
 @pytest.mark.parametrize(
@@ -407,7 +400,7 @@ def test_a_database_error_in_the_middle_of_a_list_exits_with_one_line(
     assert (
         out.count("\n") == 1 + 1_000
     )  # the first page was printed; the status says the rest is missing
-    assert str(error) in _one_error_line(err)
+    assert str(error) in one_error_line(err)
 
 
 def test_a_commit_that_ends_in_keyboardinterrupt_exits_130_without_claiming_nothing_was_written(
@@ -423,7 +416,7 @@ def test_a_commit_that_ends_in_keyboardinterrupt_exits_130_without_claiming_noth
     code, out, err = _run(capsys, url, "users", "add", "Jenny", "1")
 
     assert (code, out) == (130, "")
-    assert _one_error_line(err) == (
+    assert one_error_line(err) == (
         "userstore: interrupted while committing; whether the change was written is unknown: "
         "look before running it again"
     )
@@ -459,7 +452,7 @@ def test_a_reader_that_stops_early_ends_the_list_with_exit_8_and_one_line(many_u
         code = process.wait()
 
     assert code == 8
-    assert _one_error_line(err) == "userstore: standard output was closed before all was written"
+    assert one_error_line(err) == "userstore: standard output was closed before all was written"
 
 
 def test_ctrl_c_in_the_middle_of_a_list_exits_130_with_one_line(many_users: str):
@@ -470,7 +463,7 @@ def test_ctrl_c_in_the_middle_of_a_list_exits_130_with_one_line(many_users: str)
         out, err = process.communicate()
 
     assert process.returncode == 130
-    assert "interrupted" in _one_error_line(err.decode())
+    assert "interrupted" in one_error_line(err.decode())
     assert len(out.splitlines()) < 30_000
 
 
@@ -478,16 +471,32 @@ def test_ctrl_c_in_the_middle_of_a_list_exits_130_with_one_line(many_users: str)
 
 NOTHING_WRITTEN = "userstore: interrupted; nothing of the command's unit of work was written"
 COMMITTED = "userstore: interrupted after the change was committed"
-# argv, the repository method that stages the write, the confirmation, the users after it.
+
+
+class Write(NamedTuple):
+    """A users command that writes, on a database that holds Tommy (number 3)."""
+
+    argv: list[str]
+    stage: str  # the repository method that stages the write
+    confirmation: str
+    after: dict[str, int | None]  # the users once it is committed
+
+
 WRITES = [
-    (["add", "Jenny", "1"], "add", "added 'Jenny' (number 1)\n", {"Jenny": 1, "Tommy": 3}),
-    (["set", "Jenny", "2"], "upsert_many", "added 'Jenny' (number 2)\n", {"Jenny": 2, "Tommy": 3}),
-    (["delete", "Tommy"], "delete", "deleted 'Tommy'\n", {}),
+    Write(["add", "Jenny", "1"], "add", "added 'Jenny' (number 1)\n", {"Jenny": 1, "Tommy": 3}),
+    Write(
+        ["set", "Jenny", "2"], "upsert_many", "added 'Jenny' (number 2)\n", {"Jenny": 2, "Tommy": 3}
+    ),
+    Write(["delete", "Tommy"], "delete", "deleted 'Tommy'\n", {}),
 ]
 
 
-def _write_id(value: object) -> str:
-    return " ".join(value) if isinstance(value, list) else ""
+@pytest.fixture(params=WRITES, ids=[" ".join(write.argv) for write in WRITES])
+def write(url: str, request: pytest.FixtureRequest) -> Write:
+    """Each write in turn, Tommy being stored."""
+    _store(url, ("Tommy", 3))
+    write: Write = request.param
+    return write
 
 
 def _ctrl_c() -> None:
@@ -495,48 +504,28 @@ def _ctrl_c() -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-@pytest.mark.parametrize(
-    ("argv", "stage", "confirmation", "after"), WRITES, ids=lambda v: str(v)[:20]
-)
 def test_ctrl_c_before_the_commit_exits_130_saying_nothing_was_written_and_nothing_is(
-    argv: list[str],
-    stage: str,
-    confirmation: str,
-    after: dict[str, int | None],
-    url: str,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    write: Write, url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ):
-    _store(url, ("Tommy", 3))
-    real_stage = getattr(UserRepository, stage)
+    real_stage = getattr(UserRepository, write.stage)
 
     def staged_then_interrupted(self: UserRepository, *args: object) -> object:
         staged = real_stage(self, *args)
         _ctrl_c()  # the write is staged (and flushed, for set and delete), not committed
         return staged
 
-    monkeypatch.setattr(UserRepository, stage, staged_then_interrupted)
+    monkeypatch.setattr(UserRepository, write.stage, staged_then_interrupted)
 
-    code, out, err = _run(capsys, url, "users", *argv)
+    code, out, err = _run(capsys, url, "users", *write.argv)
 
     assert (code, out) == (130, "")
-    assert _one_error_line(err) == NOTHING_WRITTEN
+    assert one_error_line(err) == NOTHING_WRITTEN
     assert stored_users(sqlalchemy.make_url(url)) == {"Tommy": 3}
 
 
-@pytest.mark.parametrize(
-    ("argv", "stage", "confirmation", "after"), WRITES, ids=lambda v: str(v)[:20]
-)
 def test_ctrl_c_while_committing_lets_the_commit_finish_and_says_it_was_committed(
-    argv: list[str],
-    stage: str,
-    confirmation: str,
-    after: dict[str, int | None],
-    url: str,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    write: Write, url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ):
-    _store(url, ("Tommy", 3))
     send = UserRepository._send  # the commit sends the session's commit through it
     pressed: list[bool] = []
 
@@ -554,12 +543,12 @@ def test_ctrl_c_while_committing_lets_the_commit_finish_and_says_it_was_committe
 
     monkeypatch.setattr(UserRepository, "commit", commit)
 
-    code, out, err = _run(capsys, url, "users", *argv)
+    code, out, err = _run(capsys, url, "users", *write.argv)
 
     assert pressed
-    assert (code, out) == (130, confirmation)  # the report is printed too: it is true
-    assert _one_error_line(err) == COMMITTED
-    assert stored_users(sqlalchemy.make_url(url)) == after
+    assert (code, out) == (130, write.confirmation)  # the report is printed too: it is true
+    assert one_error_line(err) == COMMITTED
+    assert stored_users(sqlalchemy.make_url(url)) == write.after
 
 
 def test_ctrl_c_while_the_confirmation_prints_still_says_the_change_was_committed(
@@ -577,7 +566,7 @@ def test_ctrl_c_while_the_confirmation_prints_still_says_the_change_was_committe
 
     assert code == 130
     assert json.loads(out)["name"] == "Jenny"
-    assert _one_error_line(err) == COMMITTED
+    assert one_error_line(err) == COMMITTED
     assert stored_users(sqlalchemy.make_url(url)) == {"Jenny": 1}
 
 
@@ -597,7 +586,7 @@ def test_a_commit_that_fails_after_ctrl_c_says_both_and_exits_130(
     code, out, err = _run(capsys, url, "users", "add", "Jenny", "2")
 
     assert (code, out) == (130, "")
-    line = _one_error_line(err)
+    line = one_error_line(err)
     assert line.startswith("userstore: interrupted while committing; ")
     assert "'Jenny' already exists" in line
     assert stored_users(sqlalchemy.make_url(url)) == {"Jenny": 1}
@@ -649,7 +638,7 @@ def test_a_ctrl_c_that_python_drops_in_a_gc_callback_still_exits_130_with_one_li
     code, out, err = _run(capsys, url, *argv)
 
     assert code == 130
-    assert _one_error_line(err) == NOTHING_WRITTEN  # and no "Exception ignored" report
+    assert one_error_line(err) == NOTHING_WRITTEN  # and no "Exception ignored" report
     assert len(calls) == 1  # a list stops at its next page
     assert len(out.splitlines()) <= 1 + users_cli.PAGE_SIZE
 
@@ -693,7 +682,7 @@ def test_a_write_whose_confirmation_cannot_be_printed_exits_8_saying_it_was_comm
     result = _shell(url, f"users add Jenny 1 {redirect}")
 
     assert (result.returncode, result.stdout) == (8, "")
-    line = _one_error_line(result.stderr)
+    line = one_error_line(result.stderr)
     assert line.startswith("userstore: added 'Jenny' (number 1), committed, but standard output ")
     assert reason in line
     assert stored_users(sqlalchemy.make_url(url)) == {"Jenny": 1}
@@ -709,7 +698,7 @@ def test_an_answer_that_cannot_be_printed_exits_8_with_one_line(
     result = _shell(url, f"{command} {redirect}")
 
     assert result.returncode == 8
-    assert "standard output " in _one_error_line(result.stderr)
+    assert "standard output " in one_error_line(result.stderr)
     assert "committed" not in result.stderr
 
 
@@ -763,7 +752,7 @@ def test_a_number_missing_or_given_twice_is_a_usage_error_exit_2(
     code, out, err = _run(capsys, UNREACHABLE, "users", *argv)
 
     assert (code, out) == (2, "")
-    assert message in _one_error_line(err)
+    assert message in one_error_line(err)
 
 
 @pytest.mark.parametrize(
@@ -790,7 +779,7 @@ def test_a_command_on_a_missing_sqlite_file_exits_4_and_does_not_create_it(
 
     assert (code, out) == (4, "")
     assert (
-        _one_error_line(err) == f"userstore: no database at {missing}; userstore upgrade creates it"
+        one_error_line(err) == f"userstore: no database at {missing}; userstore upgrade creates it"
     )
     assert not missing.exists()
 

@@ -14,8 +14,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -28,11 +28,20 @@ from sqlalchemy.orm import Session
 import userstore
 import userstore.asyncio.unit_of_work as async_runner_module
 import userstore.unit_of_work as runner_module
+from tests import observability_support
+from tests.observability_support import (
+    EVERY_CALL,
+    Units,
+    async_failures,
+    async_verbs,
+    run_async,
+    sync_failures,
+    sync_verbs,
+)
 from tests.test_readme import readme_blocks
 from userstore import (
     AsyncUserRepository,
     DatabaseError,
-    DuplicateUserError,
     InvalidUserError,
     TransientDatabaseError,
     User,
@@ -96,75 +105,9 @@ def no_users(plain_engine: Engine) -> None:
         connection.execute(text("DELETE FROM users"))
 
 
-def run_async(database_url: URL, work: Callable[[Any], Any]) -> Any:
-    """Run ``work(session_factory)`` on a fresh async engine, on a loop of its own."""
-
-    async def main() -> Any:
-        engine = userstore.create_async_engine(database_url)
-        try:
-            return await work(userstore.create_async_session_factory(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
-
-
-EXPECTED = [
-    ("add", 1),
-    ("commit", None),
-    ("get", 1),
-    ("get", 0),
-    ("get_one", 1),
-    ("exists", 0),
-    ("count", 1),
-    ("upsert", 1),
-    ("upsert_many", 2),
-    ("add_many", 2),
-    ("list", 5),
-    ("delete", 1),
-    ("iter_all", 3),
-    ("iter_all", 1),
-    ("rollback", None),
-]
-
-
-def sync_verbs(repo: Any) -> None:
-    repo.add(User(name="ann", number=1))
-    repo.commit()
-    repo.get("ann")
-    repo.get("nobody")
-    repo.get_one("ann")
-    repo.exists("nobody")
-    repo.count()
-    repo.upsert("bob", 2)
-    repo.upsert_many([("bob", 3), ("cid", 4), ("ann", 1)])
-    repo.add_many([("dan", 5), ("eve", 6)])
-    repo.list()
-    repo.delete("eve")
-    assert len(list(repo.iter_all(batch_size=3))) == 4
-    repo.rollback()
-
-
-async def async_verbs(repo: Any) -> None:
-    await repo.add(User(name="ann", number=1))
-    await repo.commit()
-    await repo.get("ann")
-    await repo.get("nobody")
-    await repo.get_one("ann")
-    await repo.exists("nobody")
-    await repo.count()
-    await repo.upsert("bob", 2)
-    await repo.upsert_many([("bob", 3), ("cid", 4), ("ann", 1)])
-    await repo.add_many([("dan", 5), ("eve", 6)])
-    await repo.list()
-    await repo.delete("eve")
-    assert len([user async for user in repo.iter_all(batch_size=3)]) == 4
-    await repo.rollback()
-
-
 def check_every_verb(records: Records, backend: str) -> None:
     """One DEBUG record per public call, with flat userstore_* fields."""
-    assert records.calls() == EXPECTED
+    assert records.calls() == EVERY_CALL
     for record in records.all():
         assert record.levelno == logging.DEBUG
         assert set(vars(record)) >= FIELDS
@@ -176,7 +119,8 @@ def check_every_verb(records: Records, backend: str) -> None:
         assert record.userstore_duration_ms >= 0
         assert record.getMessage().startswith(f"userstore.{record.userstore_operation} on ")
         if record.userstore_operation != "iter_all":  # (its pages are fetched by userstore)
-            assert record.pathname == __file__  # the app's line that made the call
+            # the app's line that made the call
+            assert record.pathname == observability_support.__file__
 
 
 def test_each_sync_call_is_one_debug_record_with_operation_backend_rows_and_duration(
@@ -190,7 +134,7 @@ def test_each_sync_call_is_one_debug_record_with_operation_backend_rows_and_dura
 def test_each_async_call_is_one_debug_record_with_operation_backend_rows_and_duration(
     backend: str, database_url: URL, no_users: None, records: Records
 ):
-    async def work(sessions: Any) -> None:
+    async def work(_engine: Any, sessions: Any) -> None:
         async with sessions() as session:
             await async_verbs(AsyncUserRepository(session))
 
@@ -230,36 +174,14 @@ def check_failures(records: Records, backend: str) -> None:
 def test_a_failed_sync_call_logs_the_error_class_and_the_driver_code(
     backend: str, engine: Engine, no_users: None, records: Records
 ):
-    sessions = userstore.create_session_factory(engine)
-    with sessions() as session:
-        UserRepository(session).add(User(name="ann", number=1))
-        session.commit()
-    with sessions() as session:
-        repo = UserRepository(session)
-        with pytest.raises(UserNotFoundError):
-            repo.get_one("nobody")
-        repo.add(User(name="ann", number=2))
-        with pytest.raises(DuplicateUserError):
-            repo.commit()
+    sync_failures(userstore.create_session_factory(engine))
     check_failures(records, backend)
 
 
 def test_a_failed_async_call_logs_the_error_class_and_the_driver_code(
     backend: str, database_url: URL, no_users: None, records: Records
 ):
-    async def work(sessions: Any) -> None:
-        async with sessions() as session:
-            await AsyncUserRepository(session).add(User(name="ann", number=1))
-            await session.commit()
-        async with sessions() as session:
-            repo = AsyncUserRepository(session)
-            with pytest.raises(UserNotFoundError):
-                await repo.get_one("nobody")
-            await repo.add(User(name="ann", number=2))
-            with pytest.raises(DuplicateUserError):
-                await repo.commit()
-
-    run_async(database_url, work)
+    run_async(database_url, async_failures)
     check_failures(records, backend)
 
 
@@ -436,7 +358,7 @@ def test_the_async_runner_logs_each_retry_with_its_cause_attempt_and_pause(
     async def async_work(repo: Any) -> Any:
         return await repo.add(work(_Staging()))
 
-    async def main(sessions: Any) -> Any:
+    async def main(_engine: Any, sessions: Any) -> Any:
         return await userstore.run_unit_of_work_async(sessions, async_work, attempts=3)
 
     assert run_async(database_url, main).name == "ann"
@@ -532,45 +454,6 @@ def test_every_verb_is_observed_and_keeps_its_undecorated_method(repository: typ
         method = getattr(repository, verb)
         assert callable(method.__wrapped__), verb
         assert method.__doc__ == method.__wrapped__.__doc__
-
-
-class Units:
-    """Opens units of work on the target under test, sync and async: the fakes on memory."""
-
-    def __init__(self, backend: str, request: pytest.FixtureRequest) -> None:
-        self.backend = backend
-        self.store: InMemoryUserStore | None = None
-        self.url: URL | None = None
-        if backend == "memory":
-            self.store = request.getfixturevalue("memory_store")
-        else:
-            self.url = request.getfixturevalue("database_url")
-
-    @contextmanager
-    def sync(self) -> Iterator[Any]:
-        if self.store is not None:
-            yield self.store.repository()
-            return
-        assert self.url is not None
-        engine = userstore.create_engine(self.url)
-        try:
-            with userstore.create_session_factory(engine)() as session:
-                yield UserRepository(session)
-        finally:
-            engine.dispose()
-
-    @asynccontextmanager
-    async def async_(self) -> AsyncIterator[Any]:
-        if self.store is not None:
-            yield self.store.async_repository()
-            return
-        assert self.url is not None
-        engine = userstore.create_async_engine(self.url)
-        try:
-            async with userstore.create_async_session_factory(engine)() as session:
-                yield AsyncUserRepository(session)
-        finally:
-            await engine.dispose()
 
 
 @contextmanager

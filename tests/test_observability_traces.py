@@ -26,11 +26,18 @@ from opentelemetry.trace import StatusCode
 from sqlalchemy import URL, Engine, text
 
 import userstore
-from tests.test_observability_logs import Units
+from tests.observability_support import (
+    EVERY_CALL,
+    Units,
+    async_failures,
+    async_verbs,
+    run_async,
+    sync_failures,
+    sync_verbs,
+)
 from userstore import (
     AsyncUserRepository,
     ConfigurationError,
-    DuplicateUserError,
     User,
     UserNotFoundError,
     UserRepository,
@@ -102,76 +109,16 @@ def no_users(plain_engine: Engine) -> None:
         connection.execute(text("DELETE FROM users"))
 
 
-def run_async(database_url: URL, work: Callable[[Any, Any], Any]) -> Any:
-    """Run ``work(engine, session_factory)`` on a fresh async engine, on a loop of its own."""
-
-    async def main() -> Any:
-        engine = userstore.create_async_engine(database_url)
-        try:
-            return await work(engine, userstore.create_async_session_factory(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
-
-
-EVERY_VERB = [
-    "userstore.add",
-    "userstore.commit",
-    "userstore.get",
-    "userstore.get_one",
-    "userstore.exists",
-    "userstore.count",
-    "userstore.upsert",
-    "userstore.upsert_many",
-    "userstore.add_many",
-    "userstore.list",
-    "userstore.delete",
-    "userstore.iter_all",
-    "userstore.iter_all",
-    "userstore.rollback",
-]
-ROWS = [1, None, 1, 1, 1, 1, 1, 2, 2, 5, 1, 3, 1, None]
-
-
-def sync_verbs(repo: Any) -> None:
-    repo.add(User(name="ann", number=1))
-    repo.commit()
-    repo.get("ann")
-    repo.get_one("ann")
-    repo.exists("ann")
-    repo.count()
-    repo.upsert("bob", 2)
-    repo.upsert_many([("bob", 3), ("cid", 4), ("ann", 1)])
-    repo.add_many([("dan", 5), ("eve", 6)])
-    repo.list()
-    repo.delete("eve")
-    assert len(list(repo.iter_all(batch_size=3))) == 4  # a full page, then a short one
-    repo.rollback()
-
-
-async def async_verbs(repo: Any) -> None:
-    await repo.add(User(name="ann", number=1))
-    await repo.commit()
-    await repo.get("ann")
-    await repo.get_one("ann")
-    await repo.exists("ann")
-    await repo.count()
-    await repo.upsert("bob", 2)
-    await repo.upsert_many([("bob", 3), ("cid", 4), ("ann", 1)])
-    await repo.add_many([("dan", 5), ("eve", 6)])
-    await repo.list()
-    await repo.delete("eve")
-    assert len([user async for user in repo.iter_all(batch_size=3)]) == 4
-    await repo.rollback()
-
-
 def check_every_verb(traced: Traced, backend: str) -> None:
     """One span per public call, children of the app's span, with backend and rows."""
     request = traced.only("request")
     spans = traced.ours()
-    assert [span.name for span in spans] == EVERY_VERB
-    assert [span.attributes.get("userstore.rows") for span in spans] == ROWS
+    assert [span.name for span in spans] == [
+        f"userstore.{operation}" for operation, _ in EVERY_CALL
+    ]
+    assert [span.attributes.get("userstore.rows") for span in spans] == [
+        rows for _, rows in EVERY_CALL
+    ]
     for span in spans:
         assert span.parent is not None
         assert span.parent.span_id == request.context.span_id
@@ -287,15 +234,17 @@ def test_sqlalchemy_statement_spans_are_children_of_the_async_call_span(
     check_statements_are_children(traced)
 
 
-def check_duplicate_span(traced: Traced, backend: str) -> None:
-    (failed,) = [span for span in traced.ours() if span.status.status_code is StatusCode.ERROR]
-    assert failed.name == "userstore.commit"
-    assert failed.attributes["error.type"] == "DuplicateUserError"
-    assert failed.attributes["db.response.status_code"] == DUPLICATE_CODE[backend]
-    assert str(failed.attributes["userstore.error.code"]) == DUPLICATE_CODE[backend]
-    assert "userstore.rows" not in failed.attributes
-    assert failed.status.description.startswith("DuplicateUserError: ")
-    (event,) = failed.events
+def check_failed_spans(traced: Traced, backend: str) -> None:
+    failed = [span for span in traced.ours() if span.status.status_code is StatusCode.ERROR]
+    assert [span.name for span in failed] == ["userstore.get_one", "userstore.commit"]
+    not_found, duplicate = failed
+    assert not_found.attributes["error.type"] == "UserNotFoundError"
+    assert duplicate.attributes["error.type"] == "DuplicateUserError"
+    assert duplicate.attributes["db.response.status_code"] == DUPLICATE_CODE[backend]
+    assert str(duplicate.attributes["userstore.error.code"]) == DUPLICATE_CODE[backend]
+    assert "userstore.rows" not in duplicate.attributes
+    assert duplicate.status.description.startswith("DuplicateUserError: ")
+    (event,) = duplicate.events
     assert event.name == "exception"
     assert str(event.attributes["exception.type"]).endswith("DuplicateUserError")
 
@@ -303,35 +252,15 @@ def check_duplicate_span(traced: Traced, backend: str) -> None:
 def test_a_failed_sync_call_has_status_error_its_class_and_the_driver_code(
     backend: str, engine: Engine, no_users: None, traced: Traced
 ):
-    sessions = userstore.create_session_factory(engine)
-    with sessions() as session:
-        repo = UserRepository(session)
-        repo.add(User(name="ann", number=1))
-        repo.commit()
-    with sessions() as session:
-        repo = UserRepository(session)
-        repo.add(User(name="ann", number=2))
-        with pytest.raises(DuplicateUserError):
-            repo.commit()
-    check_duplicate_span(traced, backend)
+    sync_failures(userstore.create_session_factory(engine))
+    check_failed_spans(traced, backend)
 
 
 def test_a_failed_async_call_has_status_error_its_class_and_the_driver_code(
     backend: str, database_url: URL, no_users: None, traced: Traced
 ):
-    async def work(_engine: Any, sessions: Any) -> None:
-        async with sessions() as session:
-            repo = AsyncUserRepository(session)
-            await repo.add(User(name="ann", number=1))
-            await repo.commit()
-        async with sessions() as session:
-            repo = AsyncUserRepository(session)
-            await repo.add(User(name="ann", number=2))
-            with pytest.raises(DuplicateUserError):
-                await repo.commit()
-
-    run_async(database_url, work)
-    check_duplicate_span(traced, backend)
+    run_async(database_url, async_failures)
+    check_failed_spans(traced, backend)
 
 
 def test_a_refused_argument_is_an_error_span_without_a_code(traced: Traced, engine: Engine):
