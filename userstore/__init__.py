@@ -21,6 +21,7 @@ from userstore.errors import (
     DatabaseError,
     DatabaseUnavailableError,
     DuplicateUserError,
+    InvalidReadTokenError,
     InvalidUserError,
     MigrationError,
     SchemaDriftError,
@@ -28,6 +29,7 @@ from userstore.errors import (
     TransientDatabaseError,
     UserNotFoundError,
     UserStoreError,
+    WriteSetTooLargeError,
 )
 
 if _TYPE_CHECKING:
@@ -106,6 +108,7 @@ __all__ = [
     "DatabaseError",
     "DatabaseUnavailableError",
     "DuplicateUserError",
+    "InvalidReadTokenError",
     "InvalidUserError",
     "MigrationError",
     "SchemaDriftError",
@@ -117,6 +120,7 @@ __all__ = [
     "UserRepository",
     "UserRepositoryProtocol",
     "UserStoreError",
+    "WriteSetTooLargeError",
     "create_async_engine",
     "create_async_session_factory",
     "create_engine",

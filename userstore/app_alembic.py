@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from sqlalchemy import Column, Constraint, Index, Table
 
 from userstore.errors import ConfigurationError
+from userstore.galera import LOCK_TABLE as MIGRATION_LOCK_TABLE
 from userstore.migration_env import VERSION_TABLE
 from userstore.models import NAME_TYPE, Base
 
@@ -51,7 +52,9 @@ __all__ = [
     "include_object",
 ]
 
-USERSTORE_TABLES: Final[frozenset[str]] = frozenset({*Base.metadata.tables, VERSION_TABLE})
+USERSTORE_TABLES: Final[frozenset[str]] = frozenset(
+    {*Base.metadata.tables, VERSION_TABLE, MIGRATION_LOCK_TABLE}
+)
 """The tables userstore's migrations own: ``users`` and ``userstore_alembic_version``."""
 
 USER_NAME_TYPE: Final = NAME_TYPE

@@ -96,7 +96,24 @@ ERROR_RULES: Final[tuple[ErrorRule, ...]] = (
 SQLAlchemy has invalidated (it recognised a disconnect) and a pool checkout
 timeout are transient too; anything else is a plain DatabaseError."""
 
-_RULES_BY_KEY: Final = {(rule.backend, rule.code): rule for rule in ERROR_RULES}
+GALERA_ERROR_RULES: Final[tuple[ErrorRule, ...]] = (
+    ErrorRule(
+        "mariadb",
+        _Operational,
+        1047,
+        "WSREP has not yet prepared node for application use (a Galera node joining, cut off "
+        "from the primary component, rejecting queries, or paused)",
+        _Transient,
+    ),
+)
+"""Rows that only a MariaDB Galera node raises, each triggered for real on the
+cluster by tests/test_galera_errors.py. A certification conflict is 1213, the
+deadlock row above. Galera's refusals of a write set over its limits come with
+generic codes and are typed by :mod:`userstore.galera`."""
+
+_RULES_BY_KEY: Final = {
+    (rule.backend, rule.code): rule for rule in (*ERROR_RULES, *GALERA_ERROR_RULES)
+}
 
 
 def backend_of(dialect_name: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar, cast
 
 import sqlalchemy
@@ -12,10 +12,16 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from userstore import sqlite
+from userstore import galera, pooling, sqlite
 from userstore.db_errors import NEEDS_ROLLBACK, backend_of, install_error_translation
 from userstore.errors import ConfigurationError, DatabaseUnavailableError
 from userstore.models import MARIADB_CHARSET
+from userstore.routing import (
+    DEFAULT_REPLICA_RETRY_AFTER,
+    RoutingSession,
+    UserStoreSession,
+    check_replicas,
+)
 from userstore.sqlite import write_intent
 from userstore.urls import (
     DATABASE_URL_VARIABLE,
@@ -38,7 +44,14 @@ __all__ = [
 MARIADB_SESSION_SETUP: Final = "SET SESSION sql_mode = 'TRADITIONAL', time_zone = '+00:00'"
 
 
-def create_engine(url: str | URL | None = None, *, echo: bool = False, **kwargs: Any) -> Engine:
+def create_engine(
+    url: str | URL | None = None,
+    *,
+    echo: bool = False,
+    transaction_pooling: bool = False,
+    causal_reads: bool = False,
+    **kwargs: Any,
+) -> Engine:
     """Create an engine configured so every backend behaves like the others.
 
     SQLite gets a busy timeout, WAL journaling for file databases, deferred
@@ -53,6 +66,16 @@ def create_engine(url: str | URL | None = None, *, echo: bool = False, **kwargs:
         url: Database URL; defaults to ``USERSTORE_DATABASE_URL``, else
             ``sqlite:///userstore.db``.
         echo: Log every SQL statement through the ``sqlalchemy.engine`` logger.
+        transaction_pooling: PostgreSQL only: the URL is PgBouncer's (or another
+            pooler's) in transaction mode, where each transaction may run on
+            another server connection; the driver then keeps no prepared
+            statement beyond a transaction (see :mod:`userstore.pooling`).
+        causal_reads: Every statement sees every write committed anywhere
+            before it began. On a MariaDB Galera cluster, where a node may not
+            yet have applied what another node committed, each connection sets
+            ``wsrep_sync_wait = 7`` (see :mod:`userstore.galera`). One
+            PostgreSQL, MariaDB or SQLite server is always causal: there it
+            changes nothing.
         **kwargs: Passed to :func:`sqlalchemy.create_engine`; they override
             the settings above (``connect_args`` are merged).
             ``isolation_level="AUTOCOMMIT"`` is honoured on SQLite too.
@@ -62,16 +85,32 @@ def create_engine(url: str | URL | None = None, *, echo: bool = False, **kwargs:
 
     Raises:
         ConfigurationError: the URL is malformed or names an unsupported
-            database or driver, or the driver is not installed.
+            database or driver, or the driver is not installed, or
+            ``transaction_pooling`` is not a bool, or True off PostgreSQL, or
+            ``causal_reads`` is not a bool, or a MariaDB URL's ``host=``
+            parameter is not ``host`` or ``host:port``.
     """
-    return build_engine(sqlalchemy.create_engine, resolve_url(url), echo=echo, options=kwargs)
+    return build_engine(
+        sqlalchemy.create_engine,
+        resolve_url(url),
+        echo=echo,
+        options=kwargs,
+        transaction_pooling=transaction_pooling,
+        causal_reads=causal_reads,
+    )
 
 
 _E = TypeVar("_E")
 
 
 def build_engine(
-    factory: Callable[..., _E], resolved: URL, *, echo: bool, options: dict[str, Any]
+    factory: Callable[..., _E],
+    resolved: URL,
+    *,
+    echo: bool,
+    options: dict[str, Any],
+    transaction_pooling: bool = False,
+    causal_reads: bool = False,
 ) -> _E:
     """Build a sync or async engine with the settings :func:`create_engine` describes.
 
@@ -80,11 +119,15 @@ def build_engine(
         resolved: The URL from :func:`resolve_url`, of the factory's flavour.
         echo: Log every SQL statement.
         options: The caller's keyword arguments; they override ours.
+        transaction_pooling: Make the driver safe behind PgBouncer's
+            transaction pooling (:func:`userstore.pooling.configure`).
+        causal_reads: Make reads wait for the cluster on Galera (:mod:`userstore.galera`).
     """
     kwargs = dict(options)
     backend = resolved.get_backend_name()
     asynchronous = resolved.get_dialect().is_async
     _check_isolation_level(backend, kwargs.get("isolation_level"))
+    causal_reads = galera.check_causal_reads(causal_reads)
     connect_args: dict[str, Any] = {}
     settings: dict[str, Any] = {}
     if backend == "sqlite":
@@ -101,11 +144,15 @@ def build_engine(
         settings["pool_pre_ping"] = True
     if backend in ("mysql", "mariadb"):
         connect_args["charset"] = MARIADB_CHARSET
-        connect_args["init_command"] = MARIADB_SESSION_SETUP
+        connect_args["init_command"] = MARIADB_SESSION_SETUP + (
+            f", {galera.CAUSAL_READS_SETUP}" if causal_reads else ""
+        )
+        hosts = galera.hosts_of(resolved)  # (checked before anything connects)
         settings["isolation_level"] = "READ COMMITTED"
         # Replaced by _configure_mariadb's reset: it skips the ROLLBACK the
         # pool would otherwise send after every commit.
         settings["pool_reset_on_return"] = None
+    pooling.configure(resolved, connect_args, transaction_pooling)
     connect_args.update(kwargs.pop("connect_args", {}))
     settings.update(kwargs)
     try:
@@ -121,6 +168,9 @@ def build_engine(
         raise ConfigurationError(f"cannot create an engine with these options: {exc}") from None
     sync_engine: Engine = getattr(engine, "sync_engine", None) or cast(Engine, engine)
     install_error_translation(sync_engine)
+    if backend in ("mysql", "mariadb"):
+        # (First: do_connect listeners run in the order they were added.)
+        galera.configure(sync_engine, hosts)
     _refuse_unknown_connect_options(sync_engine)
     if backend == "sqlite":
         sqlite.configure(sync_engine, resolved)
@@ -175,7 +225,12 @@ def _refuse_unknown_connect_options(engine: Engine) -> None:
             ) from None
 
 
-def create_session_factory(engine: Engine) -> sessionmaker[Session]:
+def create_session_factory(
+    engine: Engine,
+    *,
+    replicas: Sequence[Engine] = (),
+    replica_retry_after: float = DEFAULT_REPLICA_RETRY_AFTER,
+) -> sessionmaker[Session]:
     """Return the session factory that :class:`~userstore.UserRepository` expects.
 
     Sessions autoflush before queries. Users are not expired on commit: a
@@ -185,18 +240,40 @@ def create_session_factory(engine: Engine) -> sessionmaker[Session]:
     (``get``, ``list``, ``iter_all``) always ask the database, so they see
     what other units of work committed.
 
+    With ``replicas``, reads go to a replica that has replayed everything
+    the factory's sessions committed, and everything else to ``engine``, the
+    primary (see :mod:`userstore.routing`). Every session takes
+    ``read_after=<token>`` (a token from
+    :meth:`~userstore.UserRepository.read_token`, e.g. of another process):
+    its reads then see at least what that token's writer had committed.
+
     Args:
-        engine: An engine from :func:`create_engine`.
+        engine: An engine from :func:`create_engine`: the primary.
+        replicas: Engines from :func:`create_engine` on hot standbys /
+            replicas of that primary.
+        replica_retry_after: Seconds a replica that could not be reached is
+            left alone before it is tried again.
 
     Returns:
         A ``sessionmaker`` bound to ``engine``.
+
+    Raises:
+        ConfigurationError: ``engine`` is not an ``Engine``, or ``replicas``
+            are not engines of the primary's backend (SQLite has none).
     """
     if not isinstance(engine, Engine):
         raise ConfigurationError(
             f"create_session_factory takes an Engine, got {type(engine).__name__} "
             "(an AsyncEngine goes to create_async_session_factory)"
         )
-    return sessionmaker(bind=engine, autoflush=True, expire_on_commit=False)
+    router = check_replicas(engine, replicas, replica_retry_after)
+    if not router.replicas:
+        return sessionmaker(
+            bind=engine, class_=UserStoreSession, autoflush=True, expire_on_commit=False
+        )
+    return sessionmaker(
+        bind=engine, class_=RoutingSession, autoflush=True, expire_on_commit=False, router=router
+    )
 
 
 _ENDED_CLEANLY: Final = "userstore.transaction_ended_cleanly"

@@ -20,6 +20,14 @@ class InvalidUserError(UserStoreError, ValueError):
     """
 
 
+class InvalidReadTokenError(UserStoreError, ValueError):
+    """A read token (see :meth:`~userstore.UserRepository.read_token`) could not be read.
+
+    Tokens arrive from outside (a cookie, a header), so a malformed one is
+    refused before any SQL is sent; the message shows what was received.
+    """
+
+
 class UserNotFoundError(UserStoreError, LookupError):
     """No user has the given name.
 
@@ -81,6 +89,21 @@ class DatabaseUnavailableError(TransientDatabaseError):
     app may retry once the server is back (during a restart or a failover).
     Bad credentials or a database that does not exist are plain
     :class:`DatabaseError`: retrying will not fix them.
+    """
+
+
+class WriteSetTooLargeError(DatabaseError):
+    """The unit of work is more than the Galera cluster replicates in one write set.
+
+    Every transaction on Galera is replicated as one write set, which the
+    cluster's ``wsrep_max_ws_rows`` and ``wsrep_max_ws_size`` bound. Retrying
+    will not help: commit the rows in several smaller units of work, or raise
+    the limits. The unit of work was rolled back.
+
+    Attributes:
+        code: ``None`` when userstore refused before sending anything, else the
+            server's error number (1180 for rows, 1105 for bytes).
+        backend: ``"mariadb"``.
     """
 
 

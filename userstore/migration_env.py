@@ -18,6 +18,7 @@ from sqlalchemy import URL, Column, Connection, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from userstore import galera
 from userstore.engine import resolve_url
 from userstore.errors import TransientDatabaseError
 from userstore.models import Base
@@ -34,7 +35,10 @@ def migration_url(config: Config) -> URL:
 
 
 def include_name(name: str | None, type_: str, _parent_names: Any) -> bool:
-    """Let autogenerate see only userstore's tables, never an app's own."""
+    """Let autogenerate see only userstore's tables, never an app's own.
+
+    (Nor the migration lock's table on Galera, which no revision creates.)
+    """
     if type_ == "table":
         return name in Base.metadata.tables
     return True
@@ -84,7 +88,10 @@ def migration_lock(connection: Connection) -> Iterator[None]:
 
     PostgreSQL: a transaction-level advisory lock, released when the
     migration transaction ends. MariaDB: ``GET_LOCK`` on a name per
-    database, released afterwards (or when the session dies). SQLite: the
+    database, released afterwards (or when the session dies). A Galera node
+    (``wsrep_on``), whose ``GET_LOCK`` would hold on that node alone: a row
+    of ``userstore_migration_lock``, held cluster-wide with a lease (see
+    :func:`userstore.galera.cluster_migration_lock`). SQLite: the
     write lock that the migration's ``BEGIN IMMEDIATE`` already holds (env.py
     begins it under :func:`userstore.engine.write_intent`).
     Whoever waited then reads the version table anew and finds nothing to do.
@@ -93,6 +100,9 @@ def migration_lock(connection: Connection) -> Iterator[None]:
     if dialect == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": POSTGRESQL_LOCK_KEY})
         yield
+    elif dialect in ("mysql", "mariadb") and galera.is_galera(connection):
+        with galera.cluster_migration_lock(connection, MARIADB_LOCK_TIMEOUT_SECONDS):
+            yield
     elif dialect in ("mysql", "mariadb"):
         lock_name = "CONCAT('userstore.migrations.', DATABASE())"
         acquired = connection.execute(

@@ -34,8 +34,10 @@ from userstore.errors import (
     UserNotFoundError,
     UserStoreError,
 )
+from userstore.galera import check_bulk_insert
 from userstore.models import User
 from userstore.observability.calls import observed, outside_the_call
+from userstore.routing import token_from
 from userstore.sqlite import write_intent
 from userstore.validation import validate_limit, validate_name
 
@@ -293,8 +295,12 @@ class UserRepository:
         """
         inserted = 0
 
+        total = len(users) if isinstance(users, Sequence) else None
+
         def insert(batch: Batch) -> None:
             nonlocal inserted
+            # On Galera: a call the cluster's write-set limits refuse fails before it is sent.
+            check_bulk_insert(self._session.connection(), inserted, batch, total)
             self._insert_batch(batch)
             inserted += len(batch)
 
@@ -486,6 +492,20 @@ class UserRepository:
             DatabaseError: any other database failure; nothing was written.
         """
         self._send(self._session.commit)
+
+    def read_token(self) -> str:
+        """Return a token naming everything committed so far, for reads elsewhere to wait for.
+
+        Give it to another process or request (a cookie, a header) and open
+        its session with ``factory(read_after=token)``: reads there, even on a
+        replica, see at least what was committed here before the call. The
+        token is the database's own position (``postgresql:0/3000148``, a
+        WAL LSN; ``mariadb:7-1-42``, a GTID list; ``sqlite:``, always met).
+
+        Raises:
+            DatabaseError: the primary could not be asked for its position.
+        """
+        return self._send(token_from, self._session)
 
     @observed("rollback")
     def rollback(self) -> None:

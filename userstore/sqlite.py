@@ -55,13 +55,20 @@ def write_intent() -> Iterator[None]:
     On SQLite, a transaction begun while this is active starts with
     ``BEGIN IMMEDIATE``: it waits for the write lock up front, so it cannot
     fail later on the move from reading to writing. Other backends ignore
-    it. It affects only a transaction that begins inside the block.
+    it. It affects only a transaction that begins inside the block. A
+    routing session (:mod:`userstore.routing`) sends the block's reads to the
+    primary: they decide what is written.
     """
     token = _WRITE_INTENT.set(True)
     try:
         yield
     finally:
         _WRITE_INTENT.reset(token)
+
+
+def intends_to_write() -> bool:
+    """Whether the caller is inside :func:`write_intent`."""
+    return _WRITE_INTENT.get()
 
 
 def is_memory_database(url: URL) -> bool:

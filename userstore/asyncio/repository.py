@@ -172,6 +172,13 @@ class AsyncUserRepository:
         """Write the unit of work atomically; see :meth:`userstore.UserRepository.commit`."""
         await self._call(self._sync.commit)
 
+    async def read_token(self) -> str:
+        """A token naming everything committed so far.
+
+        See :meth:`userstore.UserRepository.read_token`.
+        """
+        return await self._call(self._sync.read_token)
+
     @observed_async("rollback")
     async def rollback(self) -> None:
         """Discard the unit of work; see :meth:`userstore.UserRepository.rollback`."""

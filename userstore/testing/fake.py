@@ -1103,6 +1103,14 @@ class InMemoryUserRepository:
         """Discard the unit of work; users it wrote show their stored values again."""
         self._session.rollback()
 
+    def read_token(self) -> str:
+        """A read token, as :meth:`userstore.UserRepository.read_token` gives.
+
+        The fake has one store and no replicas: its reads are never stale,
+        and its token (``memory:``) is met everywhere.
+        """
+        return "memory:"
+
     def _observed_unit(self) -> object:
         return self._session
 

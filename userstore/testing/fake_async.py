@@ -153,6 +153,10 @@ class AsyncInMemoryUserRepository:
         """Publish the unit of work atomically; see :meth:`userstore.UserRepository.commit`."""
         await self._call(self._sync.commit)
 
+    async def read_token(self) -> str:
+        """A read token; see :meth:`userstore.testing.InMemoryUserRepository.read_token`."""
+        return await self._call(self._sync.read_token)
+
     @observed_async("rollback")
     async def rollback(self) -> None:
         """Discard the unit of work; see :meth:`userstore.UserRepository.rollback`."""
