@@ -9,13 +9,21 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-import sqlalchemy
 from hypothesis import HealthCheck, settings
 from sqlalchemy import URL, Engine, event, text
 from sqlalchemy.orm import Session
 
 import userstore
-from tests.databases import BACKENDS, throwaway_database
+from tests.databases import (
+    BACKENDS,
+    CONTRACT_TARGETS,
+    SELECTED,
+    create_test_engine,
+    engine_options,
+    plain_test_engine,
+    prepare_engine,
+    throwaway_database,
+)
 from tests.flavours import FLAVOURS, FlavouredEngine, FlavouredStore
 from tests.schema import create_schema
 from userstore.testing import InMemoryUserStore
@@ -51,6 +59,8 @@ settings.load_profile("ci")
 
 # The in-memory fake (userstore.testing) is one more target of every test that
 # exercises the repository contract: a test whose fixtures include one of these.
+# So are the clusters' targets (tests/databases.py): PostgreSQL through PgBouncer
+# in transaction mode, and MariaDB on Galera with each session on another node.
 MEMORY: Final = "memory"
 CONTRACT_FIXTURES: Final = frozenset(
     {"repo", "open_repository", "stored", "empty_table", "clear_users"}
@@ -71,11 +81,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Run tests of the backend under test on each real backend, and contract tests on the fake."""
+    """Run tests of the backend under test on each real backend, and contract tests on more.
+
+    Contract tests also run on the cluster targets under test (PgBouncer,
+    Galera) and on the fake.
+    """
     if "backend" not in metafunc.fixturenames or _parametrizes_backend_itself(metafunc):
         return
     targets = list(BACKENDS)
     if CONTRACT_FIXTURES.intersection(metafunc.fixturenames):
+        targets.extend(target for target in CONTRACT_TARGETS if target in SELECTED)
         targets.append(MEMORY)
     metafunc.parametrize("backend", targets, indirect=True, scope="session")
 
@@ -116,8 +131,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def backend(request: pytest.FixtureRequest) -> str:
-    """The target under test: sqlite, postgresql, mariadb, or memory (the in-memory fake)."""
-    return str(request.param)
+    """The target under test: sqlite, postgresql, mariadb, or memory (the in-memory fake).
+
+    On a cluster target, a :class:`tests.databases.Target`: ``"postgresql"``
+    (``.target == "pgbouncer"``) or ``"mariadb"`` (``.target == "galera"``).
+    (The parameter is the target's name, so pytest never takes one target's
+    cached fixtures for another that compares equal.)
+    """
+    return CONTRACT_TARGETS.get(request.param, str(request.param))
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +157,7 @@ def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """A database shared by the tests of one backend, with the users schema."""
     _real_database_only(backend, "database_url")
     with throwaway_database(backend, tmp_path_factory.mktemp(backend)) as url:
-        engine = userstore.create_engine(url)
+        engine = create_test_engine(backend, url)
         try:
             create_schema(engine)
         finally:
@@ -152,17 +173,20 @@ def fresh_database_url(backend: str, tmp_path: Path) -> Iterator[URL]:
 
 
 @pytest.fixture(scope="session")
-def engine(database_url: URL) -> Iterator[Engine]:
+def engine(backend: str, database_url: URL) -> Iterator[Engine]:
     """A userstore engine on the shared database of the backend under test."""
-    engine = userstore.create_engine(database_url)
+    engine = create_test_engine(backend, database_url)
     yield engine
     engine.dispose()
 
 
 @pytest.fixture(scope="session")
-def plain_engine(database_url: URL) -> Iterator[Engine]:
-    """A plain SQLAlchemy engine, for checking stored rows without userstore's code."""
-    engine = sqlalchemy.create_engine(database_url, pool_pre_ping=True)  # servers may restart
+def plain_engine(backend: str, database_url: URL) -> Iterator[Engine]:
+    """A plain SQLAlchemy engine, for checking stored rows without userstore's code.
+
+    Through PgBouncer it reads the primary directly; on Galera it reads causally.
+    """
+    engine = plain_test_engine(backend, database_url, pool_pre_ping=True)  # servers may restart
     yield engine
     engine.dispose()
 
@@ -205,7 +229,10 @@ def flavoured_engine(
     if backend == MEMORY:
         yield FlavouredStore(flavour, request.getfixturevalue("memory_store"))
         return
-    engine = FlavouredEngine(flavour, request.getfixturevalue("database_url"))
+    engine = FlavouredEngine(
+        flavour, request.getfixturevalue("database_url"), **engine_options(backend)
+    )
+    prepare_engine(backend, engine.sync_engine)
     yield engine
     engine.dispose()
 

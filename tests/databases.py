@@ -1,8 +1,15 @@
-"""Throwaway test databases on SQLite, PostgreSQL and MariaDB.
+"""Throwaway test databases on SQLite, PostgreSQL and MariaDB, and the clusters' targets.
 
 Server databases are created with a deliberately unhelpful default collation
 (case-insensitive on MariaDB, ICU linguistic order on PostgreSQL), so a test
 passes only if userstore's schema pins its own collation.
+
+Beside the three backends, the contract suite runs on two cluster targets
+(see :mod:`tests.clusters`): ``pgbouncer`` (PostgreSQL through PgBouncer in
+transaction mode) and ``galera`` (MariaDB, each session on another node). A
+test's ``backend`` is then a :class:`Target`: a ``str`` equal to its dialect
+family (``backend == "postgresql"`` holds through PgBouncer), whose
+``target`` attribute, and test id, name the way in.
 """
 
 from __future__ import annotations
@@ -12,13 +19,47 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 import sqlalchemy
-from sqlalchemy import URL, make_url
+from sqlalchemy import URL, Engine, make_url
+
+import userstore
+from tests import clusters
 
 ALL_BACKENDS: Final = ("sqlite", "postgresql", "mariadb")
+ALL_TARGETS: Final = (*ALL_BACKENDS, *clusters.CLUSTER_TARGETS)
+
+
+class Target(str):
+    """A contract-suite target reached another way: equal to its dialect family's name.
+
+    ``Target("postgresql", "pgbouncer") == "postgresql"``, so every branch a
+    test takes by database applies as it is; ``.target`` says which way in.
+    """
+
+    target: str
+
+    def __new__(cls, family: str, target: str) -> Target:
+        value = super().__new__(cls, family)
+        value.target = target
+        return value
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return str(self), self.target
+
+
+CONTRACT_TARGETS: Final = {
+    "pgbouncer": Target("postgresql", "pgbouncer"),
+    "galera": Target("mariadb", "galera"),
+}
+"""The cluster targets the contract suite runs on, by test id."""
+
+
+def target_name(backend: str) -> str:
+    """The target's own name: ``pgbouncer`` for the PgBouncer target, else the backend."""
+    return getattr(backend, "target", str(backend))
 
 
 def _names(variable: str) -> set[str]:
@@ -26,25 +67,28 @@ def _names(variable: str) -> set[str]:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
-def _selected_backends() -> tuple[str, ...]:
-    """Backends named in ``USERSTORE_TEST_BACKENDS`` (default, or ``all``: every one).
+def _selected_targets() -> tuple[str, ...]:
+    """Targets named in ``USERSTORE_TEST_BACKENDS`` (default, or ``all``: every one).
 
     Raises:
-        ValueError: the variable names a backend that does not exist.
+        ValueError: the variable names a target that does not exist.
     """
     names = _names("USERSTORE_TEST_BACKENDS")
     if not names or "all" in names:
-        return ALL_BACKENDS
-    unknown = names - set(ALL_BACKENDS)
+        return ALL_TARGETS
+    unknown = names - set(ALL_TARGETS)
     if unknown:
         raise ValueError(
             f"USERSTORE_TEST_BACKENDS names unknown backends {sorted(unknown)}; "
-            f"choose from {', '.join(ALL_BACKENDS)} or all"
+            f"choose from {', '.join(ALL_TARGETS)} or all"
         )
-    return tuple(backend for backend in ALL_BACKENDS if backend in names)
+    return tuple(target for target in ALL_TARGETS if target in names)
 
 
-BACKENDS: Final = _selected_backends()
+SELECTED: Final = _selected_targets()
+"""Every target under test, backends and clusters, in a fixed order."""
+
+BACKENDS: Final = tuple(backend for backend in ALL_BACKENDS if backend in SELECTED)
 """The backends under test, in a fixed order; tests of any other backend skip."""
 
 SERVER_URLS: Final = {
@@ -69,27 +113,27 @@ _DROP: Final = {
 
 
 def required_backends() -> set[str]:
-    """Backends named in ``USERSTORE_REQUIRE_BACKENDS``: missing ones fail, not skip.
+    """Targets named in ``USERSTORE_REQUIRE_BACKENDS``: missing ones fail, not skip.
 
-    ``all`` means every backend under test (:data:`BACKENDS`).
+    ``all`` means every target under test (:data:`SELECTED`).
 
     Raises:
-        ValueError: a required backend is unknown, or left out by ``USERSTORE_TEST_BACKENDS``.
+        ValueError: a required target is unknown, or left out by ``USERSTORE_TEST_BACKENDS``.
     """
     names = _names("USERSTORE_REQUIRE_BACKENDS")
     if "all" in names:
-        return set(BACKENDS)
-    unknown = names - set(ALL_BACKENDS)
+        return set(SELECTED)
+    unknown = names - set(ALL_TARGETS)
     if unknown:
         raise ValueError(
             f"USERSTORE_REQUIRE_BACKENDS names unknown backends {sorted(unknown)}; "
-            f"choose from {', '.join(ALL_BACKENDS)} or all"
+            f"choose from {', '.join(ALL_TARGETS)} or all"
         )
-    left_out = names - set(BACKENDS)
+    left_out = names - set(SELECTED)
     if left_out:
         raise ValueError(
             f"USERSTORE_REQUIRE_BACKENDS requires {sorted(left_out)}, "
-            f"but USERSTORE_TEST_BACKENDS selects only {', '.join(BACKENDS)}"
+            f"but USERSTORE_TEST_BACKENDS selects only {', '.join(SELECTED)}"
         )
     return names
 
@@ -97,8 +141,12 @@ def required_backends() -> set[str]:
 required_backends()  # a contradictory setting fails at start-up, before any test runs
 
 
-def _admin_engine(backend: str) -> sqlalchemy.Engine:
-    url = make_url(SERVER_URLS[backend])
+def _admin_url(name: str) -> URL:
+    return clusters.ADMIN_URLS[name] if name in clusters.ADMIN_URLS else make_url(SERVER_URLS[name])
+
+
+def _admin_engine(name: str) -> sqlalchemy.Engine:
+    url = _admin_url(name)
     connect_args = {"connect_timeout": 5}
     # No pool: a server restarted by a fault test must not leave a dead connection here.
     engine = sqlalchemy.create_engine(
@@ -112,43 +160,154 @@ def _admin_engine(backend: str) -> sqlalchemy.Engine:
             pass
     except sqlalchemy.exc.OperationalError as exc:
         engine.dispose()
-        reason = f"{backend} server at {url.render_as_string()} is not reachable: {exc.orig}"
-        if backend in required_backends():
+        what = name if name in BACKENDS else f"the {name} target's"
+        reason = f"{what} server at {url.render_as_string()} is not reachable: {exc.orig}"
+        if name in clusters.ADMIN_URLS:
+            reason += " (bash .ci/clusters up starts it)"
+        if name in required_backends():
             pytest.fail(f"{reason} (USERSTORE_REQUIRE_BACKENDS requires it)")
         pytest.skip(reason)
     return engine
 
 
+def require_target(name: str) -> None:
+    """Skip the test unless target ``name`` is under test and answers; fail if it is required.
+
+    ``name`` is a backend or a cluster target (``pgbouncer``, ``galera``,
+    ``pg-replica``); for a cluster, its admin server must answer
+    (:data:`tests.clusters.ADMIN_URLS`).
+    """
+    if name not in SELECTED:
+        pytest.skip(f"{name} is not under test (USERSTORE_TEST_BACKENDS={','.join(SELECTED)})")
+    if name != "sqlite":
+        _admin_engine(name).dispose()
+
+
 @contextmanager
 def throwaway_database(backend: str, tmp_path: Path) -> Iterator[URL]:
-    """Create an empty database on ``backend``, yield its URL, drop it afterwards."""
-    if backend not in BACKENDS:
-        pytest.skip(f"{backend} is not under test (USERSTORE_TEST_BACKENDS={','.join(BACKENDS)})")
-    name = f"userstore_test_{uuid.uuid4().hex[:12]}"
-    if backend == "sqlite":
+    """Create an empty database on ``backend``, yield its URL, drop it afterwards.
+
+    ``backend`` may be a target: ``pgbouncer`` (or its :class:`Target`) gets a
+    database on the PostgreSQL primary and yields the URL through PgBouncer;
+    ``galera`` one on the first node, seen by every node before it is yielded
+    (the first node's URL); ``pg-replica`` one on the primary (its URL).
+    """
+    name = target_name(backend)
+    if name not in SELECTED:
+        pytest.skip(f"{name} is not under test (USERSTORE_TEST_BACKENDS={','.join(SELECTED)})")
+    database = f"userstore_test_{uuid.uuid4().hex[:12]}"
+    if name == "sqlite":
         tmp_path.mkdir(parents=True, exist_ok=True)
-        yield make_url(f"sqlite:///{tmp_path / name}.db")
+        yield make_url(f"sqlite:///{tmp_path / database}.db")
         return
-    admin = _admin_engine(backend)
+    family = _FAMILY.get(name, name)
+    admin = _admin_engine(name)
     try:
         with admin.connect() as connection:
-            connection.exec_driver_sql(_CREATE[backend].format(name=name))
+            connection.exec_driver_sql(_CREATE[family].format(name=database))
         try:
-            yield make_url(SERVER_URLS[backend]).set(database=name)
+            if name == "galera":
+                _wait_until_every_node_has(database)
+            yield _url_of(name, database)
         finally:
             with admin.connect() as connection:
-                connection.exec_driver_sql(_DROP[backend].format(name=name))
+                connection.exec_driver_sql(_DROP[family].format(name=database))
     finally:
         admin.dispose()
+
+
+_FAMILY: Final = {"pgbouncer": "postgresql", "pg-replica": "postgresql", "galera": "mariadb"}
+
+
+def _url_of(name: str, database: str) -> URL:
+    if name == "pgbouncer":
+        return clusters.via_pgbouncer(database)
+    return _admin_url(name).set(database=database)
+
+
+def _wait_until_every_node_has(database: str) -> None:
+    """Return once every Galera node has applied the database's creation."""
+    for url in clusters.GALERA_URLS:
+        engine = sqlalchemy.create_engine(
+            url, poolclass=sqlalchemy.NullPool, connect_args={"connect_timeout": 5}
+        )
+        try:
+            with engine.connect() as connection:
+                connection.exec_driver_sql(clusters.GALERA_CAUSALITY)
+                found = connection.exec_driver_sql(f"SHOW DATABASES LIKE '{database}'").all()
+                assert found, f"{database} did not reach the Galera node at {url}"
+        finally:
+            engine.dispose()
+
+
+def direct_url(backend: str, url: URL) -> URL:
+    """``url``, or for the PgBouncer target the same database on the primary, bypassing PgBouncer.
+
+    For checking stored rows with plain SQL (a plain driver behind
+    transaction pooling would fail on its own prepared statements).
+    """
+    if target_name(backend) == "pgbouncer":
+        return clusters.PG_PRIMARY_URL.set(database=url.database)
+    return url
+
+
+def engine_options(backend: str) -> dict[str, Any]:
+    """Keyword arguments that userstore's engines need on ``backend``'s target.
+
+    PgBouncer: ``transaction_pooling=True``. Galera: ``causal_reads=True``, as
+    an app spreading its sessions over the nodes needs, and no pool, so each
+    session is a new connection, sent to the next node by :func:`prepare_engine`.
+    """
+    name = target_name(backend)
+    if name == "pgbouncer":
+        return {"transaction_pooling": True}
+    if name == "galera":
+        return {"causal_reads": True, "poolclass": clusters.NewConnectionPool}
+    return {}
+
+
+def worker_engine_options(backend: str) -> dict[str, Any]:
+    """Keyword arguments for the engines a test's worker processes open on ``database_url``.
+
+    What the target cannot work without: ``transaction_pooling=True`` behind
+    PgBouncer. (On Galera, ``database_url`` is one node, where workers race as
+    on one server; races across nodes are tests/test_galera_*.py's.)
+    """
+    return {"transaction_pooling": True} if target_name(backend) == "pgbouncer" else {}
+
+
+def prepare_engine(backend: str, engine: Engine) -> None:
+    """Set up a (sync) engine made with :func:`engine_options` for ``backend``'s target.
+
+    On Galera: each new connection goes to the next node
+    (:func:`tests.clusters.spread_over_galera`).
+    """
+    if target_name(backend) == "galera":
+        clusters.spread_over_galera(engine)
+
+
+def create_test_engine(backend: str, url: str | URL, **kwargs: Any) -> Engine:
+    """A userstore engine on ``url``, as ``backend``'s target needs (:func:`engine_options`)."""
+    engine = userstore.create_engine(url, **{**engine_options(backend), **kwargs})
+    prepare_engine(backend, engine)
+    return engine
+
+
+def plain_test_engine(backend: str, url: URL, **kwargs: Any) -> Engine:
+    """A plain SQLAlchemy engine for checking ``url``'s rows: direct, and causal on Galera."""
+    engine = sqlalchemy.create_engine(direct_url(backend, url), **kwargs)
+    if target_name(backend) == "galera":
+        clusters.wait_for_causality(engine)
+    return engine
 
 
 @contextmanager
 def migrated_database(backend: str, tmp_path: Path) -> Iterator[URL]:
     """A throwaway database on ``backend`` with userstore's schema at head."""
-    from userstore import create_engine, migrations
+    from userstore import migrations
 
     with throwaway_database(backend, tmp_path) as url:
-        engine = create_engine(url)
+        engine = create_test_engine(backend, url)
         try:
             migrations.upgrade(engine)
         finally:

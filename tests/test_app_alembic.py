@@ -348,8 +348,10 @@ def _app_metadata() -> tuple[MetaData, Table]:
     return metadata, notes
 
 
-def test_userstores_tables_are_users_and_its_version_table():
-    assert frozenset({"users", VERSION_TABLE}) == app_alembic.USERSTORE_TABLES
+def test_userstores_tables_are_users_its_version_table_and_the_galera_migration_lock():
+    # (The lock table exists only on Galera; an app's autogenerate must not offer to drop it.)
+    expected = {"users", VERSION_TABLE, "userstore_migration_lock"}
+    assert frozenset(expected) == app_alembic.USERSTORE_TABLES
 
 
 def test_include_object_hides_users_and_everything_in_it():

@@ -7,11 +7,13 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import URL, Engine, text
 
 import userstore
+from tests.databases import worker_engine_options
 from userstore import (
     DuplicateUserError,
     InvalidUserError,
@@ -269,8 +271,10 @@ def test_the_largest_batch_size_and_limit_every_backend_takes_are_accepted(
     assert stored() == [("a", 1), ("b", 3)]
 
 
-def _upsert_rounds(url: str, worker: int, names: list[str], rounds: int) -> None:
-    engine = userstore.create_engine(url)
+def _upsert_rounds(
+    url: str, options: dict[str, Any], worker: int, names: list[str], rounds: int
+) -> None:
+    engine = userstore.create_engine(url, **options)
     try:
         with userstore.create_session_factory(engine)() as session:
             repo = UserRepository(session)
@@ -292,12 +296,15 @@ def _upsert_rounds(url: str, worker: int, names: list[str], rounds: int) -> None
     )
 )
 def test_concurrent_upserts_of_the_same_names_neither_fail_nor_lose_rows(
-    database_url: URL, plain_engine: Engine, empty_table: None
+    backend: str, database_url: URL, plain_engine: Engine, empty_table: None
 ):
     names = [f"shared{i:03d}" for i in range(200)]
     spawn = multiprocessing.get_context("spawn")
     url = database_url.render_as_string(hide_password=False)
-    workers = [spawn.Process(target=_upsert_rounds, args=(url, w, names, 10)) for w in range(4)]
+    options = worker_engine_options(backend)
+    workers = [
+        spawn.Process(target=_upsert_rounds, args=(url, options, w, names, 10)) for w in range(4)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:

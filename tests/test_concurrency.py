@@ -8,13 +8,14 @@ import time
 from collections import Counter
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy
 from sqlalchemy import URL, Engine, text
 
 import userstore
-from tests.databases import migrated_database
+from tests.databases import migrated_database, worker_engine_options
 from userstore import DuplicateUserError, User, UserRepository
 
 PROCESSES = 4
@@ -22,10 +23,15 @@ UNITS_PER_PROCESS = 200
 
 
 def _add_each_in_its_own_unit(
-    url: str, worker: int, names: list[str], start: Barrier, results: multiprocessing.Queue
+    url: str,
+    options: dict[str, Any],
+    worker: int,
+    names: list[str],
+    start: Barrier,
+    results: multiprocessing.Queue,
 ) -> None:
     """Add each name in its own add+commit unit; report what happened to each."""
-    engine = userstore.create_engine(url)
+    engine = userstore.create_engine(url, **options)
     outcomes: list[tuple[str, str]] = []
     try:
         with userstore.create_session_factory(engine)() as session:
@@ -45,13 +51,17 @@ def _add_each_in_its_own_unit(
         results.put((worker, outcomes))
 
 
-def _run_workers(url: URL, names_for: dict[int, list[str]]) -> tuple[dict[int, list], float]:
+def _run_workers(
+    url: URL, names_for: dict[int, list[str]], options: dict[str, Any] | None = None
+) -> tuple[dict[int, list], float]:
     spawn = multiprocessing.get_context("spawn")
     start = spawn.Barrier(len(names_for))
     results = spawn.Queue()
     rendered = url.render_as_string(hide_password=False)
     workers = [
-        spawn.Process(target=_add_each_in_its_own_unit, args=(rendered, w, n, start, results))
+        spawn.Process(
+            target=_add_each_in_its_own_unit, args=(rendered, options or {}, w, n, start, results)
+        )
         for w, n in names_for.items()
     ]
     began = time.perf_counter()
@@ -86,7 +96,7 @@ def test_processes_adding_distinct_users_lose_nothing(
         w: [f"w{w}-user{i:04d}" for i in range(UNITS_PER_PROCESS)] for w in range(PROCESSES)
     }
 
-    outcomes, elapsed = _run_workers(database_url, names_for)
+    outcomes, elapsed = _run_workers(database_url, names_for, worker_engine_options(backend))
 
     assert all(result == "won" for o in outcomes.values() for _, result in o), outcomes
     expected = {name: w for w, names in names_for.items() for name in names}
@@ -112,7 +122,7 @@ def test_processes_racing_for_the_same_names_have_one_winner_each(
         w: shuffled.sample(names, len(names)) if w % 2 else list(names) for w in range(PROCESSES)
     }
 
-    outcomes, elapsed = _run_workers(database_url, names_for)
+    outcomes, elapsed = _run_workers(database_url, names_for, worker_engine_options(backend))
 
     unexpected = [
         (w, n, r) for w, o in outcomes.items() for n, r in o if r not in ("won", "duplicate")

@@ -272,3 +272,18 @@ def test_a_duplicate_is_named_right_after_another_user_was_deleted_in_the_transa
 
     assert raised.value.name == "taken"
     assert stored() == [("Jenny", 1), ("taken", 2)]
+
+
+def test_read_token_names_the_backend_and_what_was_committed(repo: UserRepository):
+    from userstore.positions import parse_token
+
+    repo.add(User(name="Jenny", number=8675309))
+    repo.commit()
+    first = parse_token(repo.read_token())
+    repo.add(User(name="Ann", number=1))
+    repo.commit()
+    later = parse_token(repo.read_token())
+
+    assert first.backend in ("sqlite", "postgresql", "mariadb", "memory")
+    assert first.later(later) == later  # positions only move forward
+    assert repo.get("Jenny") is not None  # the repository is still usable
