@@ -25,6 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks import observability
 
         return observability.main(arguments[1:])
+    if arguments[:1] == ["routing"]:  # what read routing costs (W2, W3) on the clusters
+        from benchmarks import routing
+
+        return routing.main(arguments[1:])
     args = _parse_arguments(arguments)
     scale = SCALES[args.scale]
     rounds = args.rounds or scale.rounds

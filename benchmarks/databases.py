@@ -53,16 +53,32 @@ def throwaway_database(backend: str, directory: Path) -> Iterator[URL]:
     Raises:
         BackendUnavailableError: the server is unreachable or its driver is missing.
     """
-    name = f"userstore_bench_{uuid.uuid4().hex[:12]}"
     if backend == "sqlite":
-        yield make_url(f"sqlite:///{directory / name}.db")
+        yield make_url(f"sqlite:///{directory / new_database_name()}.db")
         return
-    admin = _admin_engine(backend)
+    with database_on(server_url(backend), backend) as url:
+        yield url
+
+
+def new_database_name() -> str:
+    """A fresh name for a benchmark's throwaway database."""
+    return f"userstore_bench_{uuid.uuid4().hex[:12]}"
+
+
+@contextmanager
+def database_on(server: URL, backend: str) -> Iterator[URL]:
+    """Create an empty database on the ``backend`` server at ``server``; drop it afterwards.
+
+    Raises:
+        BackendUnavailableError: the server is unreachable or its driver is missing.
+    """
+    name = new_database_name()
+    admin = admin_engine(server, backend)
     try:
         with admin.connect() as connection:
             connection.exec_driver_sql(_CREATE[backend].format(name=name))
         try:
-            yield server_url(backend).set(database=name)
+            yield server.set(database=name)
         finally:
             with admin.connect() as connection:
                 connection.exec_driver_sql(_DROP[backend].format(name=name))
@@ -70,8 +86,12 @@ def throwaway_database(backend: str, directory: Path) -> Iterator[URL]:
         admin.dispose()
 
 
-def _admin_engine(backend: str) -> sqlalchemy.Engine:
-    url = server_url(backend)
+def admin_engine(url: URL, backend: str) -> sqlalchemy.Engine:
+    """An autocommit engine on ``url`` that has answered once.
+
+    Raises:
+        BackendUnavailableError: the server is unreachable or its driver is missing.
+    """
     try:
         engine = sqlalchemy.create_engine(
             url,
@@ -87,6 +107,7 @@ def _admin_engine(backend: str) -> sqlalchemy.Engine:
     except sqlalchemy.exc.DBAPIError as exc:
         engine.dispose()
         raise BackendUnavailableError(
-            f"{backend} server at {url.render_as_string()} is not reachable: {exc.orig}"
+            f"{backend} server at {url.render_as_string()} is not reachable "
+            f"(for a cluster: bash .ci/clusters up): {' '.join(str(exc.orig).split())}"
         ) from exc
     return engine
