@@ -490,3 +490,20 @@ def test_reads_see_commits_made_with_synchronous_commit_off(clean: Topology) -> 
             user = UserRepository(session).get("async")
             stale += user is None or user.number != i
     assert stale == 0
+
+
+def test_a_server_that_is_not_a_standby_is_never_behind_itself(clean: Topology) -> None:
+    """The primary listed as its own replica (or a promoted standby) serves reads after writes."""
+    statements = Statements()
+    primary = clean.engine(clean.primary_url)
+    itself = clean.engine(clean.primary_url)
+    statements.listen(itself, "replica")
+    factory = userstore.create_session_factory(primary, replicas=[itself])
+    for i in range(5):
+        with factory() as session:
+            UserRepository(session).upsert("self", i)
+            session.commit()
+        statements.clear()
+        with factory() as session:
+            assert UserRepository(session).get_one("self").number == i
+        assert statements.users() == [("replica", "SELECT")]

@@ -154,10 +154,12 @@ def primary_position(connection: Connection) -> Position:
 def replica_reached(connection: Connection, wanted: Position) -> Position | None:
     """Whether the replica behind ``connection`` has replayed ``wanted``; never waits.
 
-    PostgreSQL: ``pg_last_wal_replay_lsn()`` (NULL on a server that is not in
-    recovery: a primary, or a promoted standby, is never behind itself).
-    MariaDB: ``WSREP_SYNC_WAIT_UPTO_GTID`` on a Galera node, ``MASTER_GTID_WAIT``
-    on an asynchronous replica, both with a timeout of 0.
+    PostgreSQL: ``pg_last_wal_replay_lsn()`` on a standby; a server not in
+    recovery (the primary itself, or a promoted standby) is judged by its own
+    ``pg_current_wal_insert_lsn()`` (its replay position stays wherever its
+    last recovery ended). MariaDB, in one round trip:
+    ``WSREP_SYNC_WAIT_UPTO_GTID`` on a Galera node, ``MASTER_GTID_WAIT`` on an
+    asynchronous replica, both with a timeout of 0.
 
     Returns:
         A position the replica is known to have reached (at least ``wanted``),
@@ -165,9 +167,14 @@ def replica_reached(connection: Connection, wanted: Position) -> Position | None
     """
     backend = backend_of(connection.dialect.name)
     if backend == "postgresql":
-        value = connection.execute(text("SELECT pg_last_wal_replay_lsn()::text")).scalar()
-        if value is None:
-            return wanted
+        value = connection.execute(
+            text(
+                "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+                " ELSE pg_current_wal_insert_lsn() END)::text"
+            )
+        ).scalar()
+        if value is None:  # a standby still restoring from its archive: not yet
+            return None
         replayed = parse_token(f"postgresql:{value}")
         return replayed if replayed.covers(wanted) else None
     if backend != "mariadb":
@@ -176,16 +183,14 @@ def replica_reached(connection: Connection, wanted: Position) -> Position | None
         return None
     if not wanted.gtids:
         return wanted
-    galera = connection.execute(text("SELECT @@wsrep_on")).scalar()
-    if galera:
-        try:
-            connection.execute(
-                text("SELECT WSREP_SYNC_WAIT_UPTO_GTID(:gtids, 0)"), {"gtids": wanted.gtid_list}
-            )
-        except TransientDatabaseError:  # 1205: not applied yet
-            return None
-        return wanted
-    reached = connection.execute(
-        text("SELECT MASTER_GTID_WAIT(:gtids, 0)"), {"gtids": wanted.gtid_list}
-    ).scalar()
+    try:
+        reached = connection.execute(
+            text(
+                "SELECT IF(@@wsrep_on, WSREP_SYNC_WAIT_UPTO_GTID(:gtids, 0) - 1,"
+                " MASTER_GTID_WAIT(:gtids, 0))"
+            ),
+            {"gtids": wanted.gtid_list},
+        ).scalar()
+    except TransientDatabaseError:  # 1205: the Galera node has not applied it yet
+        return None
     return wanted if reached == 0 else None
