@@ -73,3 +73,18 @@ def test_an_invalidated_connection_is_transient_whatever_its_code():
 def test_a_pool_timeout_is_transient_and_other_errors_are_plain_database_errors():
     assert classify(sa_exc.TimeoutError(), "sqlite") is TransientDatabaseError
     assert classify(sa_exc.InvalidRequestError("bad"), "sqlite") is DatabaseError
+
+
+def test_an_asyncpg_connection_wedged_by_a_killed_operation_is_dropped_as_transient():
+    """asyncpg refuses every use of a connection whose COPY died with its server (no code)."""
+    from userstore.db_errors import _driver_connection_is_wedged
+
+    class InterfaceError(Exception):
+        pass
+
+    wedged = InterfaceError("cannot perform operation: another operation is in progress")
+    manual = InterfaceError("cannot use Connection.transaction() in a manually started transaction")
+    assert _driver_connection_is_wedged(wedged)
+    assert _driver_connection_is_wedged(manual)
+    assert not _driver_connection_is_wedged(InterfaceError("connection is closed"))
+    assert not _driver_connection_is_wedged(ValueError("another operation is in progress"))

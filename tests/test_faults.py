@@ -22,6 +22,7 @@ from tests.flavours import FlavouredEngine
 from userstore import TransientDatabaseError, User, UserRepository
 
 SERVERS = ["postgresql", "mariadb"]
+MARIADB_PID_FILE = "/run/mysqld/mysqld.pid"  # Debian's, for the machine's own server
 # Restarting a database server is for CI (.ci/run opts in), never a developer's by surprise.
 restarts_servers = pytest.mark.skipif(
     os.environ.get("USERSTORE_ALLOW_SERVER_RESTARTS") != "1",
@@ -134,15 +135,25 @@ def _restart_commands(backend: str) -> list[list[str]] | None:
         and shutil.which("mariadb-admin")
         and Path("/usr/sbin/mariadbd").exists()
     ):
+        # This machine's own mariadbd, by its pid file: the Galera nodes of
+        # .ci/clusters are mariadbd processes too, and must be neither waited
+        # for nor mistaken for it by start-stop-daemon.
         return [
-            ["mariadb-admin", "--protocol=tcp", "-h127.0.0.1", "-uroot", "shutdown"],
-            # shutdown returns before mariadbd has exited; start only once it has
-            ["sh", "-c", "while pgrep -x mariadbd >/dev/null; do sleep 0.2; done"],
+            [
+                "sh",
+                "-c",
+                f"pid=$(cat {MARIADB_PID_FILE}) && "
+                "mariadb-admin --protocol=tcp -h127.0.0.1 -uroot shutdown && "
+                # shutdown returns before mariadbd has exited; start only once it has
+                'while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done',
+            ],
             [
                 "start-stop-daemon",
                 "--start",
                 "--oknodo",
                 "--background",
+                "--pidfile",
+                MARIADB_PID_FILE,
                 "--exec",
                 "/usr/sbin/mariadbd",
             ],

@@ -427,3 +427,22 @@ def _wait_for(condition: Callable[[], bool], seconds: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "gave up waiting"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("url", "connect_args"),
+    [
+        ("postgresql+psycopg://postgres@127.0.0.1:6441/test", {"prepare_threshold": 5}),
+        ("postgresql+asyncpg://postgres@127.0.0.1:6441/test", {"statement_cache_size": 100}),
+        ("postgresql+asyncpg://postgres@127.0.0.1:6441/test", {"prepared_statement_cache_size": 9}),
+    ],
+    ids=["psycopg prepare_threshold", "asyncpg statement cache", "sqlalchemy statement cache"],
+)
+def test_connect_args_that_would_undo_transaction_pooling_are_refused(
+    url: str, connect_args: dict[str, object]
+) -> None:
+    from userstore.asyncio import create_async_engine
+
+    make = create_async_engine if "asyncpg" in url else userstore.create_engine
+    with pytest.raises(userstore.ConfigurationError, match="transaction_pooling=True needs"):
+        make(url, transaction_pooling=True, connect_args=connect_args)  # type: ignore[operator]

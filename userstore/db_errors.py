@@ -256,6 +256,10 @@ def install_error_translation(engine: Engine) -> None:
                 return InvalidUserError(str(orig))
             return DatabaseError(f"{type(orig).__name__}: {orig}")
         connection = context.connection
+        if not context.is_disconnect and _driver_connection_is_wedged(context.original_exception):
+            # Its connection is lost to the driver: drop it, and the failure is transient.
+            context.is_disconnect = True
+            sa_error.connection_invalidated = True
         if connection is not None and not context.is_disconnect and not connection.invalidated:
             # The driver's view of the transaction may be stale after an
             # error reply; the pool's reset must not trust it.
@@ -268,6 +272,22 @@ def install_error_translation(engine: Engine) -> None:
                 f"{' '.join(str(context.original_exception).split())}"
             )
         return translate(sa_error, context.dialect.name, connecting=connection is None)
+
+
+# asyncpg, after its connection died in the middle of an operation (a COPY
+# whose server was killed), refuses every later use with an InterfaceError
+# that has no code: the connection can only be thrown away.
+_WEDGED_ASYNCPG_CONNECTION: Final = (
+    "another operation is in progress",
+    "cannot use Connection.transaction() in a manually started transaction",
+)
+
+
+def _driver_connection_is_wedged(orig: BaseException) -> bool:
+    message = str(orig)
+    return type(orig).__name__ == "InterfaceError" and any(
+        text in message for text in _WEDGED_ASYNCPG_CONNECTION
+    )
 
 
 def _expected_by_sqlalchemy(context: ExceptionContext) -> bool:

@@ -154,6 +154,7 @@ def build_engine(
         settings["pool_reset_on_return"] = None
     pooling.configure(resolved, connect_args, transaction_pooling)
     connect_args.update(kwargs.pop("connect_args", {}))
+    pooling.check_not_undone(resolved, connect_args, transaction_pooling)
     settings.update(kwargs)
     try:
         engine = factory(resolved, echo=echo, connect_args=connect_args, **settings)

@@ -84,3 +84,28 @@ def configure(resolved: URL, connect_args: dict[str, Any], transaction_pooling: 
             f"userstore knows no such pooler for {backend}"
         )
     connect_args.update(_CONNECT_ARGS[resolved.get_driver_name()])
+
+
+def check_not_undone(
+    resolved: URL, connect_args: dict[str, Any], transaction_pooling: object
+) -> None:
+    """Refuse ``connect_args`` that would bring prepared statements back behind the pooler.
+
+    The caller's ``connect_args`` win over userstore's settings, as for every
+    other option; these would silently break every transaction after the
+    first few, so asking for both is refused instead.
+
+    Raises:
+        ConfigurationError: ``transaction_pooling=True`` and ``connect_args``
+            set one of the driver's prepared-statement options otherwise.
+    """
+    if transaction_pooling is not True:
+        return
+    wanted = _CONNECT_ARGS.get(resolved.get_driver_name(), {})
+    for option, value in wanted.items():
+        if option in connect_args and connect_args[option] is not value:
+            raise ConfigurationError(
+                f"transaction_pooling=True needs {option}={value!r}; connect_args sets it to "
+                f"{connect_args[option]!r}, which brings back prepared statements that "
+                "outlive a transaction behind the pooler"
+            )
