@@ -91,18 +91,22 @@ def _driver_connection(engine: FlavouredEngine) -> Any:
         return connection.connection.driver_connection
 
 
-def test_psycopg_never_prepares_with_transaction_pooling_and_the_callers_connect_args_win(
+def test_psycopg_never_prepares_with_transaction_pooling_and_other_connect_args_still_apply(
     pgbouncer_url: URL,
 ):
     pooled = FlavouredEngine("sync", pgbouncer_url, transaction_pooling=True)
     default = FlavouredEngine("sync", direct_url(PGBOUNCER, pgbouncer_url))
     own = FlavouredEngine(
-        "sync", pgbouncer_url, transaction_pooling=True, connect_args={"prepare_threshold": 3}
+        "sync",
+        pgbouncer_url,
+        transaction_pooling=True,
+        connect_args={"prepare_threshold": None, "application_name": "mine"},
     )
     try:
         assert _driver_connection(pooled).prepare_threshold is None
         assert _driver_connection(default).prepare_threshold == 5  # psycopg's own default
-        assert _driver_connection(own).prepare_threshold == 3
+        assert _driver_connection(own).prepare_threshold is None
+        assert _driver_connection(own).info.parameter_status("application_name") == "mine"
     finally:
         for engine in (pooled, default, own):
             engine.dispose()
