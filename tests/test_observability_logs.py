@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import URL, Engine, event, text
 from sqlalchemy.orm import Session
 
@@ -405,7 +406,14 @@ def test_the_readme_observability_block_logs_one_json_line_per_call(tmp_path: Pa
     assert [line["level"] for line in lines] == ["DEBUG"] * 3
 
 
-def test_a_retry_on_a_session_with_no_bind_names_an_unknown_backend(
+class _SessionThatFindsNoBind(Session):
+    """An app's session class with its own ``get_bind``, which finds nothing."""
+
+    def get_bind(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise sqlalchemy.exc.UnboundExecutionError("no engine for this session")
+
+
+def test_a_retry_on_a_session_whose_bind_is_unknown_names_an_unknown_backend(
     records: Records, monkeypatch: Any
 ):
     monkeypatch.setattr(runner_module, "_sleep", lambda _seconds: None)
@@ -416,13 +424,16 @@ def test_a_retry_on_a_session_with_no_bind_names_an_unknown_backend(
             raise failures.pop()
         return 1
 
-    assert userstore.run_unit_of_work(lambda: Session(expire_on_commit=False), work) == 1
+    factory = lambda: _SessionThatFindsNoBind(expire_on_commit=False)  # noqa: E731
+    assert userstore.run_unit_of_work(factory, work) == 1
     (retry,) = [r for r in records.all() if hasattr(r, "userstore_runner")]
     assert retry.userstore_backend == "unknown"
 
 
-def test_a_call_on_a_session_with_no_bind_is_logged_with_an_unknown_backend(records: Records):
-    with Session() as session:
+def test_a_call_on_a_session_whose_bind_is_unknown_is_logged_with_an_unknown_backend(
+    records: Records,
+):
+    with _SessionThatFindsNoBind() as session:
         UserRepository(session).add(User(name="ann", number=1))
     assert [(r.userstore_operation, r.userstore_backend) for r in records.all()] == [
         ("add", "unknown")

@@ -14,10 +14,13 @@ from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Engine, event
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 import userstore
 from tests.flavours import FlavouredEngine
 from userstore import (
+    ConfigurationError,
     DuplicateUserError,
     InvalidUserError,
     TransientDatabaseError,
@@ -550,6 +553,16 @@ def test_a_session_of_the_other_flavour_is_refused_with_a_clear_error(engine: En
             userstore.AsyncUserRepository(session)  # type: ignore[arg-type]
         with pytest.raises(InvalidUserError, match="goes to AsyncUserRepository"):
             UserRepository(async_session)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_session_bound_to_no_engine_is_refused_before_any_call(flavour: str):
+    if flavour == "sync":
+        with pytest.raises(ConfigurationError, match="bound to no engine"):
+            UserRepository(Session())
+    else:
+        with pytest.raises(ConfigurationError, match="bound to no engine"):
+            userstore.AsyncUserRepository(AsyncSession(expire_on_commit=False))
 
 
 @pytest.mark.parametrize("row_was_deleted", [False, True], ids=["row-stored", "row-deleted"])

@@ -27,6 +27,7 @@ from userstore.bulk import (
 )
 from userstore.db_errors import backend_of, classify, is_unique_violation
 from userstore.errors import (
+    ConfigurationError,
     DatabaseError,
     DuplicateUserError,
     InvalidUserError,
@@ -86,6 +87,10 @@ class UserRepository:
         session: The session to work on, usually from
             :func:`~userstore.create_session_factory`. The caller owns it and
             closes it.
+
+    Raises:
+        InvalidUserError: ``session`` is not a ``Session``.
+        ConfigurationError: ``session`` is a plain ``Session`` bound to no engine.
     """
 
     def __init__(self, session: Session) -> None:
@@ -94,6 +99,7 @@ class UserRepository:
                 f"UserRepository takes a Session, got {type(session).__name__} "
                 "(an AsyncSession goes to AsyncUserRepository)"
             )
+        _check_bound(session)
         self._session = session
         # Shared by every repository on this session; see userstore.duplicates.
         self._ledger = duplicates.ledger(session)
@@ -625,6 +631,24 @@ class UserRepository:
             # afresh; the users' values are kept here instead.
             session.close()
             duplicates.keep_readable(session, *loaded)
+
+
+def _check_bound(session: Session) -> None:
+    """Refuse a plain ``Session`` that can reach no database, before any call needs one.
+
+    Every call would fail on it (SQLAlchemy's ``UnboundExecutionError``);
+    saying so once, here, is clearer. A session class that finds its own bind
+    (a routing session, an app's ``get_bind``) is trusted to.
+    """
+    if session.bind is not None or type(session).get_bind is not Session.get_bind:
+        return
+    try:
+        session.get_bind(mapper=inspect(User))
+    except sa_exc.UnboundExecutionError:
+        raise ConfigurationError(
+            "the session is bound to no engine: make sessions with "
+            "userstore.create_session_factory(engine) (or Session(engine))"
+        ) from None
 
 
 def keyset_pages(list_page: Callable[..., builtins.list[User]], batch_size: int) -> Iterator[User]:
