@@ -120,6 +120,15 @@ def test_a_multi_host_url_lists_its_hosts_in_order_with_their_ports():
     assert [str(host) for host in hosts_of(url)] == ["10.0.0.1:3311", "db-2", "[::1]:3313"]
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["db_1.internal", "galera-3.example.com.", "x" * 63, ".".join(["x" * 63] * 3 + ["x" * 61])],
+)
+def test_any_well_formed_host_name_is_taken(name: str):
+    url = resolve_url(f"mariadb://root@/db?host={name}:3306&host=127.0.0.1")
+    assert hosts_of(url) == (Host(name, 3306), Host("127.0.0.1", None))
+
+
 def test_a_url_without_host_parameters_has_no_host_list():
     assert hosts_of(resolve_url("mariadb://root@127.0.0.1:3306/db")) == ()
 
@@ -133,7 +142,11 @@ def test_the_url_keeps_its_hosts_and_gets_the_flavours_driver(flavour: str):
 
 @pytest.mark.parametrize(
     "entry",
-    ["", "a:", ":3306", "a:0", "a:65536", "a:b", "a:3306:1", "[::1", "::1", "a b", "a/b", "a@b"],
+    [
+        *["", "a:", ":3306", "a:0", "a:65536", "a:b", "a:3306:1", "[::1", "::1"],
+        *["a b", "a/b", "a@b", "a..b", ".a", "..", "-a", "a-", "a.-b", "x" * 64],
+        ".".join(["x" * 63] * 4) + ":3306",  # 255 characters: over 253
+    ],
 )
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_a_malformed_host_is_a_configuration_error_before_anything_connects(

@@ -90,6 +90,14 @@ class Host:
 _HOST_ENTRY: Final = re.compile(
     r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9_.-]+))(?::(?P<port>[0-9]{1,5}))?"
 )
+# A DNS label (underscores too, as container networks use them) or an IPv4 octet.
+_LABEL: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _is_host_name(name: str) -> bool:
+    """Whether ``name`` is a host name or IPv4 address: labels of 1 to 63 characters, 253 in all."""
+    labels = name.removesuffix(".").split(".")  # a fully qualified name may end with a dot
+    return len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 def hosts_of(url: URL) -> tuple[Host, ...]:
@@ -103,8 +111,9 @@ def hosts_of(url: URL) -> tuple[Host, ...]:
         parameter (its host, if any, is the usual one before the database).
 
     Raises:
-        ConfigurationError: an entry is not ``host`` or ``host:port`` (port
-            1 to 65535; an IPv6 address in brackets), or the URL also names a
+        ConfigurationError: an entry is not ``host`` or ``host:port`` (a
+            host name of labels of 1 to 63 characters, no empty label; port 1
+            to 65535; an IPv6 address in brackets), or the URL also names a
             host or port before the database.
     """
     raw = url.query.get("host")
@@ -121,7 +130,11 @@ def hosts_of(url: URL) -> tuple[Host, ...]:
     for position, entry in enumerate(entries, start=1):
         match = _HOST_ENTRY.fullmatch(entry)
         port = None if match is None or match["port"] is None else int(match["port"])
-        if match is None or (port is not None and not 1 <= port <= 65535):
+        if (
+            match is None
+            or (port is not None and not 1 <= port <= 65535)
+            or (match["name"] is not None and not _is_host_name(match["name"]))
+        ):
             raise ConfigurationError(
                 f"host parameter {position} of the URL must be host or host:port "
                 f"(port 1 to 65535, an IPv6 address in brackets), got {entry!r}"
