@@ -15,10 +15,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import URL, select
+from sqlalchemy import URL, event, select, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.dialects.mysql.mariadb import MariaDBDialect
 
+from tests.databases import target_name
 from tests.flavours import FlavouredEngine
 from userstore import InvalidUserError, User, UserRepository
 from userstore.engine import MARIADB_SESSION_SETUP
@@ -101,18 +102,38 @@ def test_timestamps_read_back_as_utc_whatever_the_session_time_zone(
     backend: str, flavour: str, database_url: URL, empty_table: None, far_from_utc: None
 ):
     since = datetime.now(UTC)
-    connect_args = _SESSION_TIME_ZONE[(backend, flavour)]
+    through_pgbouncer = target_name(backend) == "pgbouncer"
+    # PgBouncer drops the options startup parameter, and a session SET would
+    # outlive the transaction on its server connection: there the time zone is
+    # set for each transaction instead.
+    connect_args = {} if through_pgbouncer else _SESSION_TIME_ZONE[(backend, flavour)]
     engine = FlavouredEngine(flavour, database_url, connect_args=connect_args)
     try:
         with engine.session() as session:
+            if through_pgbouncer:
+                sync_session = session.wrapped.sync_session if flavour == "async" else session
+                event.listen(sync_session, "after_begin", _set_local_time_zone)
             repo = engine.repository(session)
             repo.add(User(name="Jenny", number=1))
             repo.commit()
             jenny = repo.get_one("Jenny")
             _assert_recent_utc(jenny.created_at, since)
             _assert_recent_utc(jenny.updated_at, since)
+            if backend != "sqlite":  # the premise: the session's time zone really is far off
+                zone = session.execute(text(_SHOW_TIME_ZONE[backend])).scalar_one()
+                assert zone in ("America/St_Johns", "-03:30")
     finally:
         engine.dispose()
+
+
+_SHOW_TIME_ZONE: dict[str, str] = {
+    "postgresql": "SHOW timezone",
+    "mariadb": "SELECT @@session.time_zone",
+}
+
+
+def _set_local_time_zone(_session: Any, _transaction: Any, connection: Any) -> None:
+    connection.exec_driver_sql("SET LOCAL TIME ZONE 'America/St_Johns'")
 
 
 @pytest.mark.not_on_fake(reason="it runs the app's own SQL query on the session")
