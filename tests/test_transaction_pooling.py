@@ -25,9 +25,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Engine, text
 
 import userstore
+from tests.cli_support import one_error_line
 from tests.databases import CONTRACT_TARGETS, direct_url, migrated_database, throwaway_database
 from tests.flavours import FlavouredEngine
-from userstore import ConfigurationError, User, UserStoreError, bulk, migrations
+from userstore import ConfigurationError, User, UserStoreError, bulk, cli, migrations
+from userstore.cli import app as cli_app
 from userstore.migration_env import POSTGRESQL_LOCK_KEY
 
 PGBOUNCER: Final = CONTRACT_TARGETS["pgbouncer"]
@@ -450,3 +452,59 @@ def test_connect_args_that_would_undo_transaction_pooling_are_refused(
     make = create_async_engine if "asyncpg" in url else userstore.create_engine
     with pytest.raises(userstore.ConfigurationError, match="transaction_pooling=True needs"):
         make(url, transaction_pooling=True, connect_args=connect_args)  # type: ignore[operator]
+
+
+# -- the command line -------------------------------------------------------------------
+
+
+def test_the_command_line_refuses_transaction_pooling_off_postgresql_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    url = f"sqlite:///{tmp_path / 'users.db'}"
+    assert cli.main(["--url", url, "--transaction-pooling", "upgrade"]) == 2
+    assert "is for PostgreSQL behind PgBouncer" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "users.db").exists()  # refused before anything connected
+
+
+def test_the_command_lines_transaction_pooling_reaches_the_driver(
+    pgbouncer_url: URL, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    thresholds: list[object] = []
+
+    def create_engine(url: Any, **kwargs: Any) -> Engine:
+        engine = userstore.create_engine(url, **kwargs)
+        with engine.connect() as connection:
+            thresholds.append(connection.connection.driver_connection.prepare_threshold)
+        return engine
+
+    monkeypatch.setattr(cli_app, "create_engine", create_engine)
+    url = pgbouncer_url.render_as_string(hide_password=False)
+    assert cli.main(["--url", url, "users", "count"]) == 0
+    assert cli.main(["users", "count", "--url", url, "--transaction-pooling"]) == 0
+    assert cli.main(["--transaction-pooling", "users", "count", "--url", url]) == 0
+    assert thresholds == [5, None, None]
+    assert capsys.readouterr().out == "0\n0\n0\n"
+
+
+def test_the_command_line_imports_exports_and_reads_through_pgbouncer_with_transaction_pooling(
+    pgbouncer_url: URL, primary: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    url = pgbouncer_url.render_as_string(hide_password=False)
+    source = tmp_path / "in.csv"
+    source.write_text("name,number\n" + "".join(f"u{i:05d},{i}\n" for i in range(5_000)))
+    exported = tmp_path / "out.csv"
+
+    def run(*argv: str) -> str:
+        capsys.readouterr()
+        assert cli.main(["--url", url, "--transaction-pooling", "--quiet", *argv]) == 0
+        return capsys.readouterr().out
+
+    run("upgrade")
+    run("import", str(source), "--batch-size", "500")
+    for i in range(0, 5_000, 250):  # the same read, one process, many transactions
+        assert run("users", "get", f"u{i:05d}", "--json").count(f'"number": {i}') == 1
+    assert run("users", "count") == "5000\n"
+    run("export", str(exported), "--batch-size", "300")
+    assert exported.read_text().splitlines()[1:] == source.read_text().splitlines()[1:]
+    with primary.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM users")).scalar() == 5_000

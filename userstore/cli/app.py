@@ -123,7 +123,8 @@ database:
   --url (before or after the command), else $USERSTORE_DATABASE_URL, else
   sqlite:///userstore.db. The demo never reads $USERSTORE_DATABASE_URL:
   without --url it runs on {NOTEBOOK_URL}, as the seed notebook did, and
-  given a database with users it refuses to run.
+  given a database with users it refuses to run. Through PgBouncer in
+  transaction mode, add --transaction-pooling (PostgreSQL only).
 
 exit status:
 {_exit_status_lines()}
@@ -427,6 +428,13 @@ def _add_common_options(
         help="database URL (see below)" if top_level else "database URL",
     )
     parser.add_argument(
+        "--transaction-pooling",
+        action="store_true",
+        default=False if top_level else argparse.SUPPRESS,
+        help="the PostgreSQL URL is a pooler in transaction mode (PgBouncer): "
+        "keep no prepared statements on the server",
+    )
+    parser.add_argument(
         "--quiet",
         action="store_true",
         default=False if top_level else argparse.SUPPRESS,
@@ -479,7 +487,11 @@ def _command_engine(args: argparse.Namespace) -> Iterator[Engine]:
         _CannotConnectError: connecting failed (the database's error is its cause).
     """
     url = args.url if args.url is not None else args.default_url
-    engine = create_engine(url, echo=args.echo_sql and not args.quiet)
+    engine = create_engine(
+        url,
+        echo=args.echo_sql and not args.quiet,
+        transaction_pooling=args.transaction_pooling,
+    )
     try:
         if not args.creates_database:
             _refuse_a_missing_sqlite_file(engine)

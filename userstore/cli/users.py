@@ -270,4 +270,7 @@ def register(add_command: AddCommand) -> None:
     )
     upsert.add_argument("name", metavar="NAME", help=_NAME_HELP)
     number_arguments(upsert, required=True)
-    upsert.usage = "%(prog)s [-h] [--url URL] [--quiet] [--json] NAME (NUMBER | --no-number)"
+    upsert.usage = (
+        "%(prog)s [-h] [--url URL] [--transaction-pooling] [--quiet] [--json] "
+        "NAME (NUMBER | --no-number)"
+    )
