@@ -5,7 +5,8 @@
 
 On the replicated topologies of ``bash .ci/clusters up`` (``pg-replica``: the
 PostgreSQL primary 5441 and its hot standby 5442; ``galera``: the node 3311
-takes the writes, 3312 and 3313 serve the reads), each workload's userstore
+takes the writes, 3312 and 3313 serve the reads; ``mariadb-replica``: the
+MariaDB primary 3321 and its asynchronous GTID replica 3322), each workload's userstore
 variant (sync and async) runs in three modes, alternated round by round as
 every benchmark's variants are (see :mod:`benchmarks.runner`):
 
@@ -122,6 +123,19 @@ def topologies() -> dict[str, Topology]:
             ),
         ),
         "galera": Topology("galera", "mariadb", galera[0], tuple(galera[1:])),
+        "mariadb-replica": Topology(
+            "mariadb-replica",
+            "mariadb",
+            _url(
+                "USERSTORE_TEST_MARIADB_PRIMARY_URL", "mariadb+pymysql://root@127.0.0.1:3321/test"
+            ),
+            (
+                _url(
+                    "USERSTORE_TEST_MARIADB_REPLICA_URL",
+                    "mariadb+pymysql://root@127.0.0.1:3322/test",
+                ),
+            ),
+        ),
     }
 
 

@@ -8,6 +8,8 @@ Targets (names for ``USERSTORE_TEST_BACKENDS`` / ``USERSTORE_REQUIRE_BACKENDS``)
 - ``galera``: three MariaDB Galera nodes (3311, 3312, 3313); a database
   created on one node exists on all (DDL replicates).
 - ``pg-replica``: the same primary (5441) and its hot standby (5442).
+- ``mariadb-replica``: a plain MariaDB primary (3321) and an asynchronous
+  replica (3322) replicating its binary log by GTID.
 
 Each URL can be moved with an environment variable (below), as
 ``USERSTORE_TEST_POSTGRESQL_URL`` moves the machine's own PostgreSQL.
@@ -46,13 +48,21 @@ GALERA_URLS: Final = tuple(
     for node, port in enumerate((3311, 3312, 3313), start=1)
 )
 
-CLUSTER_TARGETS: Final = ("pgbouncer", "galera", "pg-replica")
+MARIADB_PRIMARY_URL: Final = _url(
+    "USERSTORE_TEST_MARIADB_PRIMARY_URL", "mariadb+pymysql://root@127.0.0.1:3321/test"
+)
+MARIADB_REPLICA_URL: Final = _url(
+    "USERSTORE_TEST_MARIADB_REPLICA_URL", "mariadb+pymysql://root@127.0.0.1:3322/test"
+)
+
+CLUSTER_TARGETS: Final = ("pgbouncer", "galera", "pg-replica", "mariadb-replica")
 """Every cluster target's name, in the order tests run them."""
 
 ADMIN_URLS: Final = {
     "pgbouncer": PG_PRIMARY_URL,
     "galera": GALERA_URLS[0],
     "pg-replica": PG_PRIMARY_URL,
+    "mariadb-replica": MARIADB_PRIMARY_URL,
 }
 """Where each target's throwaway databases are created and dropped."""
 

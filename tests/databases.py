@@ -15,6 +15,7 @@ family (``backend == "postgresql"`` holds through PgBouncer), whose
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,7 +191,9 @@ def throwaway_database(backend: str, tmp_path: Path) -> Iterator[URL]:
     ``backend`` may be a target: ``pgbouncer`` (or its :class:`Target`) gets a
     database on the PostgreSQL primary and yields the URL through PgBouncer;
     ``galera`` one on the first node, seen by every node before it is yielded
-    (the first node's URL); ``pg-replica`` one on the primary (its URL).
+    (the first node's URL); ``pg-replica`` one on the primary (its URL);
+    ``mariadb-replica`` one on the primary, seen by the replica before it is
+    yielded (the primary's URL).
     """
     name = target_name(backend)
     if name not in SELECTED:
@@ -208,6 +211,8 @@ def throwaway_database(backend: str, tmp_path: Path) -> Iterator[URL]:
         try:
             if name == "galera":
                 _wait_until_every_node_has(database)
+            elif name == "mariadb-replica":
+                _wait_until_the_replica_has(database)
             yield _url_of(name, database)
         finally:
             with admin.connect() as connection:
@@ -216,7 +221,12 @@ def throwaway_database(backend: str, tmp_path: Path) -> Iterator[URL]:
         admin.dispose()
 
 
-_FAMILY: Final = {"pgbouncer": "postgresql", "pg-replica": "postgresql", "galera": "mariadb"}
+_FAMILY: Final = {
+    "pgbouncer": "postgresql",
+    "pg-replica": "postgresql",
+    "galera": "mariadb",
+    "mariadb-replica": "mariadb",
+}
 
 
 def _url_of(name: str, database: str) -> URL:
@@ -238,6 +248,24 @@ def _wait_until_every_node_has(database: str) -> None:
                 assert found, f"{database} did not reach the Galera node at {url}"
         finally:
             engine.dispose()
+
+
+def _wait_until_the_replica_has(database: str) -> None:
+    """Return once the asynchronous MariaDB replica has replayed the database's creation."""
+    engine = sqlalchemy.create_engine(
+        clusters.MARIADB_REPLICA_URL,
+        poolclass=sqlalchemy.NullPool,
+        connect_args={"connect_timeout": 5},
+    )
+    try:
+        for _ in range(300):
+            with engine.connect() as connection:
+                if connection.exec_driver_sql(f"SHOW DATABASES LIKE '{database}'").all():
+                    return
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    raise AssertionError(f"{database} did not reach the MariaDB replica in 15 s")
 
 
 def direct_url(backend: str, url: URL) -> URL:

@@ -2,7 +2,8 @@
 
 ``pg-replica``: the PostgreSQL primary (5441) and its hot standby (5442).
 ``galera``: the first Galera node (3311) takes the writes, the other two
-(3312, 3313) serve reads. A throwaway database is created on the primary and
+(3312, 3313) serve reads. ``mariadb-replica``: a plain MariaDB primary (3321)
+and its asynchronous replica (3322). A throwaway database is created on the primary and
 reaches the replicas by replication.
 """
 
@@ -20,10 +21,14 @@ from typing import Final
 import sqlalchemy
 from sqlalchemy import URL
 
-from tests.clusters import GALERA_URLS, PG_STANDBY_URL
+from tests.clusters import GALERA_URLS, MARIADB_REPLICA_URL, PG_STANDBY_URL
 from tests.databases import throwaway_database
 
-REPLICA_URLS: Final = {"pg-replica": [PG_STANDBY_URL], "galera": list(GALERA_URLS[1:])}
+REPLICA_URLS: Final = {
+    "pg-replica": [PG_STANDBY_URL],
+    "galera": list(GALERA_URLS[1:]),
+    "mariadb-replica": [MARIADB_REPLICA_URL],
+}
 """The replicas of each topology; its primary is where tests.databases creates databases."""
 # How far behind the replicas fall while slowed: PostgreSQL's standby applies
 # each commit this late; a Galera node's applier is held this long, again and again.
@@ -44,7 +49,7 @@ class Cluster:
             with _recovery_delay(self.replica_urls):
                 yield
         else:
-            with _held_appliers(self.replica_urls):
+            with _held_appliers(self.replica_urls, galera=self.name == "galera"):
                 yield
 
 
@@ -73,11 +78,12 @@ def _recovery_delay(replica_urls: list[URL]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _held_appliers(replica_urls: list[URL]) -> Iterator[None]:
-    """Hold each Galera replica's applier with FLUSH TABLES WITH READ LOCK, on and off.
+def _held_appliers(replica_urls: list[URL], *, galera: bool) -> Iterator[None]:
+    """Hold each replica's applier with FLUSH TABLES WITH READ LOCK, on and off.
 
-    The node is desynced first, so the cluster's flow control does not stop
-    the primary while a replica's applier waits (reads are not blocked).
+    A Galera node is desynced first, so the cluster's flow control does not
+    stop the primary while a replica's applier waits; an asynchronous
+    replica's SQL thread simply waits (reads are not blocked on either).
     """
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -86,7 +92,8 @@ def _held_appliers(replica_urls: list[URL]) -> Iterator[None]:
         engine = _admin(url)
         try:
             with engine.connect() as connection:
-                connection.exec_driver_sql("SET GLOBAL wsrep_desync = ON")
+                if galera:
+                    connection.exec_driver_sql("SET GLOBAL wsrep_desync = ON")
                 try:
                     while not stop.is_set():
                         connection.exec_driver_sql("FLUSH TABLES WITH READ LOCK")
@@ -95,7 +102,8 @@ def _held_appliers(replica_urls: list[URL]) -> Iterator[None]:
                         time.sleep(LAG_SECONDS / 3)
                 finally:
                     connection.exec_driver_sql("UNLOCK TABLES")
-                    connection.exec_driver_sql("SET GLOBAL wsrep_desync = OFF")
+                    if galera:
+                        connection.exec_driver_sql("SET GLOBAL wsrep_desync = OFF")
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
         finally:

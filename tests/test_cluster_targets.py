@@ -114,7 +114,9 @@ def test_an_unknown_target_name_stops_the_run_before_any_test(
     result = suite.runpytest_subprocess()
 
     assert result.ret != pytest.ExitCode.OK
-    result.stderr.fnmatch_lines(["*unknown backends ??pgbouncr??*pgbouncer, galera, pg-replica*"])
+    result.stderr.fnmatch_lines(
+        ["*unknown backends ??pgbouncr??*pgbouncer, galera, pg-replica, mariadb-replica*"]
+    )
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

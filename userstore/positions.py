@@ -159,7 +159,8 @@ def replica_reached(connection: Connection, wanted: Position) -> Position | None
     ``pg_current_wal_insert_lsn()`` (its replay position stays wherever its
     last recovery ended). MariaDB, in one round trip:
     ``WSREP_SYNC_WAIT_UPTO_GTID`` on a Galera node, ``MASTER_GTID_WAIT`` on an
-    asynchronous replica, both with a timeout of 0.
+    asynchronous replica, both with a timeout of 0; a server that replicates
+    from nobody is judged by its own ``@@gtid_binlog_pos``.
 
     Returns:
         A position the replica is known to have reached (at least ``wanted``),
@@ -184,13 +185,15 @@ def replica_reached(connection: Connection, wanted: Position) -> Position | None
     if not wanted.gtids:
         return wanted
     try:
-        reached = connection.execute(
+        waited, logged = connection.execute(
             text(
                 "SELECT IF(@@wsrep_on, WSREP_SYNC_WAIT_UPTO_GTID(:gtids, 0) - 1,"
-                " MASTER_GTID_WAIT(:gtids, 0))"
+                " MASTER_GTID_WAIT(:gtids, 0)), @@gtid_binlog_pos"
             ),
             {"gtids": wanted.gtid_list},
-        ).scalar()
+        ).one()
     except TransientDatabaseError:  # 1205: the Galera node has not applied it yet
         return None
-    return wanted if reached == 0 else None
+    # MASTER_GTID_WAIT follows replication only: a server that is no replica
+    # (the primary itself, a promoted replica) has what its own binary log holds.
+    return wanted if waited == 0 or _parse_gtid_list(logged).covers(wanted) else None
