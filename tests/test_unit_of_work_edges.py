@@ -555,6 +555,32 @@ def test_a_session_of_the_other_flavour_is_refused_with_a_clear_error(engine: En
             UserRepository(async_session)  # type: ignore[arg-type]
 
 
+@pytest.mark.not_on_fake(reason="it binds a SQLAlchemy session to the engine per mapper")
+@pytest.mark.parametrize("bound", ["class", "table"])
+def test_a_session_bound_per_mapper_serves_every_call(
+    engine: Engine, empty_table: None, bound: str
+):
+    key = User if bound == "class" else User.__table__
+    with Session(binds={key: engine}, expire_on_commit=False) as session:
+        repo = UserRepository(session)
+        repo.add(User(name="ann", number=1))
+        repo.upsert("bob", 2)
+        assert repo.add_many([("cy", 3)]) == 1
+        repo.upsert_many([("cy", 4), ("dee", 5)])
+        repo.commit()
+        assert repo.read_token().partition(":")[0] in ("sqlite", "postgresql", "mariadb")
+        assert [(u.name, u.number) for u in repo.list()] == [
+            ("ann", 1),
+            ("bob", 2),
+            ("cy", 4),
+            ("dee", 5),
+        ]
+        repo.add(User(name="ann", number=9))
+        with pytest.raises(DuplicateUserError, match="ann"):
+            repo.commit()
+        assert repo.count() == 4  # rolled back, and usable
+
+
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 def test_a_session_bound_to_no_engine_is_refused_before_any_call(flavour: str):
     if flavour == "sync":

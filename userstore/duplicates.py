@@ -393,7 +393,7 @@ def _read_again(session: Session, users: dict[str, User]) -> list[str]:
                     _LOADED_AMONG, {"names": names}, execution_options=_FRESH
                 ).all()
             return [user.name for user in loaded]
-        bind = session.get_bind()
+        bind = session.get_bind(User)
         if not isinstance(bind, Engine):
             return []  # (a session joined to an outer connection)
         found = []

@@ -66,6 +66,8 @@ _LOADED_AMONG: Final = select(User).where(User.name.in_(bindparam("names", expan
 # What a failed database call can raise: SQLAlchemy's own errors (pool, ORM)
 # and the engine's translated ones.
 _FAILURES: Final = (sa_exc.SQLAlchemyError, DatabaseError)
+# Where a session finds the users' database when it has only per-mapper binds.
+_USER_BIND: Final = {"mapper": User}
 # A user changed in this unit of work was deleted or renamed by another one.
 _CONFLICTS: Final = (orm_exc.StaleDataError, orm_exc.ObjectDeletedError)
 _P = ParamSpec("_P")
@@ -306,7 +308,7 @@ class UserRepository:
         def insert(batch: Batch) -> None:
             nonlocal inserted
             # On Galera: a call the cluster's write-set limits refuse fails before it is sent.
-            check_bulk_insert(self._session.connection(), inserted, batch, total)
+            check_bulk_insert(self._session.connection(_USER_BIND), inserted, batch, total)
             self._insert_batch(batch)
             inserted += len(batch)
 
@@ -319,7 +321,7 @@ class UserRepository:
         # batches and the unit of work's earlier writes are all visible.
         try:
             with self._session.begin_nested():
-                insert_batch(self._session.connection(), batch)
+                insert_batch(self._session.connection(_USER_BIND), batch)
         except _FAILURES as exc:
             if not self._is_duplicate(exc):
                 raise
@@ -414,7 +416,7 @@ class UserRepository:
 
         def upsert(batch: Batch) -> None:
             nonlocal totals
-            result = upsert_batch(self._session.connection(), last_of_each_name(batch))
+            result = upsert_batch(self._session.connection(_USER_BIND), last_of_each_name(batch))
             self._ledger.note_bulk_write()
             totals = UpsertResult(
                 totals.inserted + result.inserted,
@@ -591,7 +593,7 @@ class UserRepository:
         return False
 
     def _dialect_name(self) -> str:
-        return self._session.get_bind().dialect.name
+        return self._session.get_bind(User).dialect.name
 
     def _observed_unit(self) -> object:
         return self._session
@@ -647,7 +649,8 @@ def _check_bound(session: Session) -> None:
     except sa_exc.UnboundExecutionError:
         raise ConfigurationError(
             "the session is bound to no engine: make sessions with "
-            "userstore.create_session_factory(engine) (or Session(engine))"
+            "userstore.create_session_factory(engine) or, for async, "
+            "userstore.create_async_session_factory(engine)"
         ) from None
 
 

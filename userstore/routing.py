@@ -45,6 +45,7 @@ from userstore.errors import (
     InvalidUserError,
     TransientDatabaseError,
 )
+from userstore.models import User
 from userstore.positions import Position, format_token, parse_token, primary_position
 from userstore.positions import replica_reached as _replica_reached
 from userstore.sqlite import intends_to_write
@@ -97,7 +98,7 @@ class UserStoreSession(Session):
         return format_token(self.read_position())
 
     def _primary_engine(self) -> Engine:
-        bind = self.get_bind()
+        bind = self.get_bind(User)
         return bind if isinstance(bind, Engine) else bind.engine
 
 
@@ -383,5 +384,5 @@ def token_from(session: Session) -> str:
     """The read token for everything committed so far, as seen by ``session``'s factory."""
     if isinstance(session, UserStoreSession):
         return session.read_token()
-    bind = session.get_bind()
+    bind = session.get_bind(User)
     return format_token(position_of(bind if isinstance(bind, Engine) else bind.engine))
