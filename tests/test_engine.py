@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy
 from sqlalchemy import URL, Engine, make_url, text
 
 import userstore
-from tests.databases import migrated_database, throwaway_database
+from tests.databases import (
+    SERVER_URLS,
+    create_test_engine,
+    engine_options,
+    migrated_database,
+    prepare_engine,
+    require_target,
+    throwaway_database,
+)
+from tests.flavours import FlavouredEngine
 from tests.schema import create_schema
-from userstore import ConfigurationError, User, UserRepository, create_session_factory
+from userstore import (
+    ConfigurationError,
+    DatabaseError,
+    User,
+    UserRepository,
+    create_session_factory,
+)
 from userstore.engine import DEFAULT_DATABASE_URL, resolve_url
 
 
@@ -313,3 +329,65 @@ def test_credentials_the_server_rejects_raise_the_documented_error(server: str, 
             assert type(raised.value) is _REFUSED_CREDENTIALS[server]
         finally:
             engine.dispose()
+
+
+def _broken_version_query(_connection: object) -> None:
+    raise TypeError("'>=' not supported between instances of 'NoneType' and 'tuple'")
+
+
+@pytest.mark.not_on_fake(reason="it breaks a real engine's set-up of its first connection")
+def test_a_failure_while_setting_up_the_first_connection_is_a_database_error_and_passes(
+    backend: str, flavour: str, database_url: URL
+):
+    engine = FlavouredEngine(flavour, database_url, **engine_options(backend))
+    prepare_engine(backend, engine.sync_engine)
+    dialect = engine.sync_engine.dialect
+    dialect._get_server_version_info = _broken_version_query  # type: ignore[method-assign]
+    try:
+        with (
+            engine.session() as session,
+            pytest.raises(DatabaseError, match="TypeError while setting up a new"),
+        ):
+            engine.repository(session).count()
+        assert dialect.server_version_info is None
+        del dialect._get_server_version_info  # the server answers sensibly again
+        with engine.session() as session:
+            engine.repository(session).count()  # SQLAlchemy set the dialect up this time
+        assert dialect.server_version_info is not None
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.not_on_fake(reason="it fails a real engine's new connections from its events")
+def test_a_server_error_while_connecting_is_the_servers_error_with_its_code(
+    backend: str, database_url: URL
+):
+    engine = create_test_engine(backend, database_url)
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _query_a_missing_table(dbapi_connection: Any, _record: object) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT * FROM no_such_table_here")
+        finally:
+            cursor.close()
+
+    try:
+        with pytest.raises(DatabaseError) as caught:
+            engine.connect()
+    finally:
+        engine.dispose()
+    expected = {"postgresql": "42P01", "mariadb": 1146, "sqlite": "SQLITE_ERROR"}[backend]
+    assert (caught.value.code, caught.value.backend) == (expected, str(backend))
+
+
+def test_a_connection_option_psycopg_does_not_know_is_a_configuration_error():
+    require_target("postgresql")
+    engine = userstore.create_engine(
+        make_url(SERVER_URLS["postgresql"]).update_query_dict({"no_such_option": "1"})
+    )
+    try:
+        with pytest.raises(ConfigurationError, match='invalid connection option "no_such_option"'):
+            engine.connect()
+    finally:
+        engine.dispose()

@@ -22,11 +22,18 @@ from typing import Any, Final
 import pytest
 import sqlalchemy
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Engine, text
+from sqlalchemy import URL, Engine, make_url, text
 
 import userstore
 from tests.cli_support import one_error_line
-from tests.databases import CONTRACT_TARGETS, direct_url, migrated_database, throwaway_database
+from tests.databases import (
+    CONTRACT_TARGETS,
+    SERVER_URLS,
+    direct_url,
+    migrated_database,
+    require_target,
+    throwaway_database,
+)
 from tests.flavours import FlavouredEngine
 from userstore import ConfigurationError, User, UserStoreError, bulk, cli, migrations
 from userstore.cli import app as cli_app
@@ -508,3 +515,49 @@ def test_the_command_line_imports_exports_and_reads_through_pgbouncer_with_trans
     assert exported.read_text().splitlines()[1:] == source.read_text().splitlines()[1:]
     with primary.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM users")).scalar() == 5_000
+
+
+# -- prepare_threshold in a URL -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [("0", 0), ("12", 12), ("None", None), ("none", None), ("", None)]
+)
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_prepare_threshold_in_the_url_reaches_psycopg_as_a_number(
+    given: str, expected: int | None, flavour: str
+):
+    require_target("postgresql")
+    url = make_url(SERVER_URLS["postgresql"]).update_query_dict({"prepare_threshold": given})
+    if flavour == "async":
+        url = _url(url, "psycopg_async")
+    engine = FlavouredEngine(flavour, url)
+    try:
+        with engine.connect() as connection:
+            raw = connection.get_raw_connection() if flavour == "async" else connection.connection
+            assert raw.driver_connection.prepare_threshold == expected
+            for _ in range(3):  # prepared on the server from the first run when 0
+                assert connection.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("given", ["abc", "1.5", "0x10", "9" * 12])
+def test_a_prepare_threshold_in_the_url_that_is_no_whole_number_is_refused(
+    given: str, capsys: pytest.CaptureFixture[str]
+):
+    url = f"postgresql://postgres@127.0.0.1:1/test?prepare_threshold={given}"
+    with pytest.raises(ConfigurationError, match="must be a whole number or None"):
+        userstore.create_engine(url)
+    assert cli.main(["--url", url, "users", "count"]) == 2
+    assert "must be a whole number or None" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_prepare_threshold_in_the_url_that_undoes_transaction_pooling_is_refused():
+    url = "postgresql://postgres@127.0.0.1:1/test?prepare_threshold=0"
+    with pytest.raises(ConfigurationError, match="needs prepare_threshold=None; the URL or"):
+        userstore.create_engine(url, transaction_pooling=True)
+    engine = userstore.create_engine(
+        "postgresql://postgres@127.0.0.1:1/test?prepare_threshold=none", transaction_pooling=True
+    )
+    engine.dispose()

@@ -264,9 +264,14 @@ def install_error_translation(engine: Engine) -> None:
             # The driver's view of the transaction may be stale after an
             # error reply; the pool's reset must not trust it.
             connection.info[NEEDS_ROLLBACK] = True
-        if connection is None and isinstance(sa_error, sa_exc.ProgrammingError):
+        if (
+            connection is None
+            and isinstance(sa_error, sa_exc.ProgrammingError)
+            and driver_error_code(sa_error.orig, backend_of(context.dialect.name)) is None
+        ):
             # The driver refused its connection options (psycopg: "invalid
-            # connection option") before reaching any server.
+            # connection option") before reaching any server. (A server's
+            # error while connecting carries its code, and is the server's.)
             return ConfigurationError(
                 f"the {context.dialect.driver} driver refused the connection options: "
                 f"{' '.join(str(context.original_exception).split())}"

@@ -13,8 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from userstore import galera, pooling, sqlite
-from userstore.db_errors import NEEDS_ROLLBACK, backend_of, install_error_translation
-from userstore.errors import ConfigurationError, DatabaseUnavailableError
+from userstore.db_errors import NEEDS_ROLLBACK, backend_of, install_error_translation, translate
+from userstore.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    UserStoreError,
+)
 from userstore.models import MARIADB_CHARSET
 from userstore.routing import (
     DEFAULT_REPLICA_RETRY_AFTER,
@@ -153,6 +158,7 @@ def build_engine(
         # pool would otherwise send after every commit.
         settings["pool_reset_on_return"] = None
     pooling.configure(resolved, connect_args, transaction_pooling)
+    resolved = pooling.prepare_threshold_from_url(resolved, connect_args)
     connect_args.update(kwargs.pop("connect_args", {}))
     pooling.check_not_undone(resolved, connect_args, transaction_pooling)
     settings.update(kwargs)
@@ -173,6 +179,7 @@ def build_engine(
         # (First: do_connect listeners run in the order they were added.)
         galera.configure(sync_engine, hosts)
     _refuse_unknown_connect_options(sync_engine)
+    _type_setup_failures(sync_engine)
     if backend == "sqlite":
         sqlite.configure(sync_engine, resolved)
     elif backend in ("mysql", "mariadb") and settings["pool_reset_on_return"] is None:
@@ -224,6 +231,37 @@ def _refuse_unknown_connect_options(engine: Engine) -> None:
                 f"the {dialect.driver} driver does not take these connection options "
                 f"(from the URL's query or connect_args): {exc}"
             ) from None
+
+
+def _type_setup_failures(engine: Engine) -> None:
+    """Make a failure while SQLAlchemy sets up an engine's first connection a UserStoreError.
+
+    ``dialect.initialize`` runs its queries on a connection SQLAlchemy has
+    not handed out yet. A driver's error there reaches the ``handle_error``
+    hook as any failure to connect does; SQLAlchemy's own wrapping of one is
+    translated here, and anything else (a dialect left half set up by an
+    earlier failed attempt compares a version of None) is a
+    :class:`~userstore.errors.DatabaseError`. SQLAlchemy tries the set-up
+    again on the next connection.
+    """
+    dialect = engine.dialect
+    initialize = dialect.initialize
+    backend = backend_of(dialect.name)
+
+    def initialize_typed(connection: sqlalchemy.Connection) -> None:
+        try:
+            initialize(connection)
+        except (UserStoreError, dialect.loaded_dbapi.Error):
+            raise  # ours already, or the driver's: the handle_error hook translates it
+        except sa_exc.DBAPIError as exc:
+            raise translate(exc, dialect.name, connecting=True) from exc
+        except Exception as exc:
+            raise DatabaseError(
+                f"{type(exc).__name__} while setting up a new {backend} connection: {exc}",
+                backend=backend,
+            ) from exc
+
+    dialect.initialize = initialize_typed  # type: ignore[method-assign]
 
 
 def create_session_factory(

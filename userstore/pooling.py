@@ -37,6 +37,7 @@ refused, as a setting that cannot mean what it says.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from sqlalchemy import URL
@@ -105,7 +106,43 @@ def check_not_undone(
     for option, value in wanted.items():
         if option in connect_args and connect_args[option] is not value:
             raise ConfigurationError(
-                f"transaction_pooling=True needs {option}={value!r}; connect_args sets it to "
+                f"transaction_pooling=True needs {option}={value!r}; the URL or connect_args "
+                "sets it to "
                 f"{connect_args[option]!r}, which brings back prepared statements that "
                 "outlive a transaction behind the pooler"
             )
+
+
+_WHOLE_NUMBER: Final = re.compile(r"-?[0-9]{1,9}")
+
+
+def prepare_threshold_from_url(resolved: URL, connect_args: dict[str, Any]) -> URL:
+    """Move psycopg's ``prepare_threshold`` from the URL's query into ``connect_args``, typed.
+
+    A URL carries text, and psycopg compares the threshold as a number: left
+    as ``"0"`` it fails every query with a bare ``TypeError``. A whole number
+    becomes an ``int`` and ``None`` (any case) or an empty value ``None``;
+    anything else is refused. The caller's own ``connect_args`` still win.
+
+    Returns:
+        The URL without the parameter (unchanged for other drivers, or when absent).
+
+    Raises:
+        ConfigurationError: the value is not a whole number or None, or is given twice.
+    """
+    if resolved.get_driver_name() not in ("psycopg", "psycopg_async"):
+        return resolved
+    value = resolved.query.get("prepare_threshold")
+    if value is None:
+        return resolved
+    if not isinstance(value, str):
+        raise ConfigurationError("prepare_threshold is given more than once in the URL")
+    if value.strip().lower() in ("", "none"):
+        connect_args["prepare_threshold"] = None
+    elif _WHOLE_NUMBER.fullmatch(value.strip()):
+        connect_args["prepare_threshold"] = int(value)
+    else:
+        raise ConfigurationError(
+            f"prepare_threshold in the URL must be a whole number or None, got {value!r}"
+        )
+    return resolved.difference_update_query(["prepare_threshold"])
