@@ -157,6 +157,29 @@ def test_a_malformed_host_is_a_configuration_error_before_anything_connects(
         _engine(flavour, url)
 
 
+@pytest.mark.parametrize(
+    ("query", "position"),
+    [("host=", 1), ("host=&host=", 1), ("host=db-1&host=", 2), ("host=db-1&host=%20&host=db-3", 2)],
+)
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_an_empty_host_in_a_url_string_is_refused_not_dropped(
+    flavour: str, query: str, position: int
+):
+    # SQLAlchemy's parser drops blank values: the URL would name fewer hosts, or
+    # none, and the driver would go to localhost, a server the URL never named.
+    with pytest.raises(ConfigurationError, match=f"host parameter {position} of the URL is empty"):
+        _engine(flavour, f"mariadb+pymysql://root@/db?{query}")
+
+
+@pytest.mark.parametrize("entry", ["app:s3cret@10.0.0.1", "10.0.0.1:s3cret", "app:s3cret"])
+def test_a_password_pasted_into_a_host_entry_stays_out_of_the_message(entry: str):
+    url = URL.create("mariadb", "app", "s3cret", database="db", query={"host": (entry, "db-2")})
+    with pytest.raises(ConfigurationError) as caught:
+        userstore.create_engine(url)
+    assert "s3cret" not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
 def test_the_message_for_a_malformed_host_shows_the_entry_and_never_the_password():
     url = "mariadb://root:s3cret@/db?host=db-1:3306&host=db-2:port"
     with pytest.raises(ConfigurationError) as caught:

@@ -135,9 +135,11 @@ def hosts_of(url: URL) -> tuple[Host, ...]:
             or (port is not None and not 1 <= port <= 65535)
             or (match["name"] is not None and not _is_host_name(match["name"]))
         ):
+            # (A password pasted into the entry stays out of the message.)
+            shown = entry.replace(url.password, "***") if url.password else entry
             raise ConfigurationError(
                 f"host parameter {position} of the URL must be host or host:port "
-                f"(port 1 to 65535, an IPv6 address in brackets), got {entry!r}"
+                f"(port 1 to 65535, an IPv6 address in brackets), got {shown!r}"
             )
         hosts.append(Host(match["ipv6"] or match["name"], port))
     return tuple(hosts)

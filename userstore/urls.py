@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Final, Literal, TypeAlias
+from urllib.parse import parse_qsl
 
 from sqlalchemy import URL, make_url
 from sqlalchemy import exc as sa_exc
@@ -92,6 +93,8 @@ def resolve_url(url: str | URL | None = None, *, flavour: Flavour = "sync") -> U
         )
     if dialect == "sqlite":
         _check_sqlite_query(parsed)
+    elif isinstance(url, str):
+        _refuse_empty_hosts(url)
     # SQLAlchemy names SQLite's driver pysqlite but also accepts the bare dialect.
     drivername = dialect if driver == "pysqlite" else f"{dialect}+{driver}"
     return parsed.set(drivername=drivername)
@@ -129,3 +132,16 @@ def shown_url(url: str | URL) -> str:
     """
     rendered = make_url(url).render_as_string(hide_password=True)
     return _PASSWORD_PARAMETER.sub(r"\1***", rendered)
+
+
+def _refuse_empty_hosts(url: str) -> None:
+    """Refuse an empty ``host=`` entry, which SQLAlchemy's parser drops without a word.
+
+    Dropped, the URL silently names fewer hosts, or none, and then the
+    driver's default host (``localhost``), a server it never named.
+    """
+    query = url.partition("?")[2]
+    hosts = [value for key, value in parse_qsl(query, keep_blank_values=True) if key == "host"]
+    for position, value in enumerate(hosts, start=1):
+        if not value.strip():
+            raise ConfigurationError(f"host parameter {position} of the URL is empty")
