@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy
+import sqlalchemy.ext.asyncio
 from sqlalchemy import URL, Engine, event, text
 
 import userstore
@@ -29,6 +30,7 @@ from userstore.asyncio import (
     create_async_engine,
     create_async_session_factory,
 )
+from userstore.engine import resolve_url
 from userstore.positions import parse_token
 
 
@@ -360,6 +362,25 @@ def test_replicas_that_are_not_engines_of_the_primary_are_refused(
     primary = clean.engine(clean.primary_url)
     with pytest.raises(userstore.ConfigurationError):
         userstore.create_session_factory(primary, replicas=replicas)  # type: ignore[arg-type]
+
+
+def test_a_plain_sqlalchemy_engine_is_refused_as_a_replica(clean: Topology) -> None:
+    # Its failures are not userstore's: when it was down, the app got the error
+    # instead of the read going elsewhere.
+    primary = clean.engine(clean.primary_url)
+    good = clean.engine(clean.replica_urls[0])
+    plain = sqlalchemy.create_engine(clean.replica_urls[0])
+    with pytest.raises(userstore.ConfigurationError, match="not a plain SQLAlchemy engine"):
+        userstore.create_session_factory(primary, replicas=[good, plain])
+    async_primary = create_async_engine(clean.primary_url)
+    async_plain = sqlalchemy.ext.asyncio.create_async_engine(
+        resolve_url(clean.replica_urls[0], flavour="async")
+    )
+    with pytest.raises(userstore.ConfigurationError, match=r"userstore\.create_async_engine"):
+        userstore.create_async_session_factory(async_primary, replicas=[async_plain])
+    asyncio.run(async_primary.dispose())
+    asyncio.run(async_plain.dispose())
+    plain.dispose()
 
 
 def test_the_readme_scaling_out_example_runs_on_the_replicated_cluster() -> None:

@@ -19,6 +19,7 @@ into :class:`~userstore.errors.DuplicateUserError` naming the user.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Final
 
@@ -233,6 +234,14 @@ NEEDS_ROLLBACK: Final = "userstore.needs_rollback"
 """Key set in a pooled connection's ``info`` when a statement on it failed."""
 
 
+_TRANSLATING: Final[weakref.WeakSet[Engine]] = weakref.WeakSet()
+
+
+def translates_errors(engine: Engine) -> bool:
+    """Whether ``engine``'s failures are translated (an engine from userstore's factories)."""
+    return engine in _TRANSLATING
+
+
 def install_error_translation(engine: Engine) -> None:
     """Make every database failure raised through ``engine`` a :class:`UserStoreError`.
 
@@ -242,6 +251,8 @@ def install_error_translation(engine: Engine) -> None:
     with the driver's exception as its cause. Pre-ping failures are left to
     SQLAlchemy, which reconnects unseen.
     """
+
+    _TRANSLATING.add(engine)
 
     @event.listens_for(engine, "handle_error")
     def _translate(context: ExceptionContext) -> BaseException | None:

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql import ClauseElement, visitors
 from sqlalchemy.sql.selectable import CompoundSelect, Select
 
-from userstore.db_errors import backend_of
+from userstore.db_errors import backend_of, translates_errors
 from userstore.errors import (
     ConfigurationError,
     DatabaseError,
@@ -78,9 +78,13 @@ class UserStoreSession(Session):
             self._check_token_backend(self.bind)
 
     def _check_token_backend(self, bind: Engine | Connection) -> None:
-        """Refuse a token of another database: no position of it means anything here."""
+        """Refuse a token of another database: no position of it means anything here.
+
+        ``sqlite:`` and ``memory:`` name no position, but given to a server's
+        factory they still say the app mixed up its databases: refused too.
+        """
         token = self._read_after
-        if token is None or token.backend in ("sqlite", "memory"):  # always met
+        if token is None:
             return
         backend = backend_of(bind.dialect.name)
         if token.backend != backend:
@@ -369,6 +373,14 @@ def check_replicas(
             raise ConfigurationError(
                 f"a replica of a {backend} primary must be {backend}, got "
                 f"{backend_of(sync.dialect.name)}"
+            )
+        if not translates_errors(sync):
+            # A plain SQLAlchemy engine's failures are not userstore's: one
+            # that is down could not be told from one that answered wrongly.
+            origin = "create_async_engine" if asynchronous else "create_engine"
+            raise ConfigurationError(
+                f"each replica must be an engine from userstore.{origin}, not a plain "
+                "SQLAlchemy engine"
             )
         engines.append(sync)
     if engines and backend == "sqlite":
